@@ -1,0 +1,259 @@
+//! A TLS (h2 + http/1.1) mock of the OpenAI, Anthropic and Gemini HTTP APIs that records every
+//! request it receives, for integration tests, benchmarks and the README quickstart.
+//!
+//! Start one with [`MockUpstream::start`], trust [`MockUpstream::ca_pem`] in the client, connect
+//! to [`MockUpstream::addr`] with any SNI from [`MockConfig::hosts`], then assert on
+//! [`MockUpstream::requests`].
+#![forbid(unsafe_code)]
+
+mod anthropic;
+mod body;
+mod gemini;
+mod openai;
+mod record;
+mod routes;
+mod server;
+mod tls;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+pub use record::Recorded;
+
+/// The deterministic assistant text the provider routes generate for `chunks` content deltas
+/// (the concatenation of all streamed deltas, and the full text of non-streaming answers).
+pub fn expected_text(chunks: usize) -> String {
+    (0..chunks).map(chunk_text).collect()
+}
+
+/// Text of the `i`-th (0-based) generated content delta.
+pub(crate) fn chunk_text(i: usize) -> String {
+    format!("Hello from mock chunk {i}. ")
+}
+
+/// Which application protocols the mock advertises via ALPN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Alpn {
+    /// Advertise `["h2", "http/1.1"]`.
+    #[default]
+    Both,
+    /// Advertise only `http/1.1`.
+    Http1Only,
+    /// Advertise only `h2`.
+    Http2Only,
+}
+
+/// Configuration of a [`MockUpstream`].
+#[derive(Clone)]
+pub struct MockConfig {
+    /// Protocols advertised via ALPN.
+    pub alpn: Alpn,
+    /// DNS names in the leaf certificate (SAN). Entries that parse as IP addresses become IP
+    /// SANs; `127.0.0.1` and `::1` are always added.
+    pub hosts: Vec<String>,
+    /// When Some, requests whose credential differs get the provider-shaped 401.
+    pub expected_key: Option<String>,
+    /// Gap between generated SSE chunks of the provider streaming endpoints. Overridable per
+    /// request with the header `x-mock-gap-ms`.
+    pub sse_gap: Duration,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        let hosts = [
+            "api.openai.com",
+            "api.anthropic.com",
+            "api.githubcopilot.com",
+            "generativelanguage.googleapis.com",
+            "aiplatform.googleapis.com",
+            "upstream.test",
+            "localhost",
+        ];
+        MockConfig {
+            alpn: Alpn::Both,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            expected_key: None,
+            sse_gap: Duration::from_millis(20),
+        }
+    }
+}
+
+impl fmt::Debug for MockConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockConfig")
+            .field("alpn", &self.alpn)
+            .field("hosts", &self.hosts)
+            .field(
+                "expected_key",
+                &self.expected_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("sse_gap", &self.sse_gap)
+            .finish()
+    }
+}
+
+/// State shared by the accept loop, the connection tasks and the [`MockUpstream`] handle.
+pub(crate) struct Shared {
+    pub(crate) cfg: MockConfig,
+    records: Mutex<Vec<Recorded>>,
+    handshakes: AtomicUsize,
+    cancelled: AtomicUsize,
+    changed: Notify,
+    ids: AtomicU64,
+}
+
+impl Shared {
+    fn records(&self) -> MutexGuard<'_, Vec<Recorded>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn push_record(&self, rec: Recorded) {
+        self.records().push(rec);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn add_handshake(&self) {
+        self.handshakes.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn add_cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// A fresh, unique id suffix (hex) for generated object and request ids.
+    pub(crate) fn next_id(&self) -> String {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        format!("mock{:012x}{:06x}", nanos & 0xffff_ffff_ffff, n & 0xff_ffff)
+    }
+
+    /// Waits until `cond` holds or `timeout` elapses; returns the final value of `cond`.
+    async fn wait_until(&self, timeout: Duration, cond: impl Fn(&Self) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if cond(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return cond(self);
+            }
+        }
+    }
+}
+
+/// A running mock server. Dropping it shuts the server down (all its tasks are aborted).
+pub struct MockUpstream {
+    addr: SocketAddr,
+    ca_pem: String,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl MockUpstream {
+    /// Starts the mock on `127.0.0.1:0` (an ephemeral port).
+    pub async fn start(cfg: MockConfig) -> io::Result<MockUpstream> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).await
+    }
+
+    /// Starts the mock on `addr`.
+    pub async fn start_on(addr: SocketAddr, cfg: MockConfig) -> io::Result<MockUpstream> {
+        let material = tls::build(&cfg.hosts, cfg.alpn)?;
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            cfg,
+            records: Mutex::new(Vec::new()),
+            handshakes: AtomicUsize::new(0),
+            cancelled: AtomicUsize::new(0),
+            changed: Notify::new(),
+            ids: AtomicU64::new(0),
+        });
+        let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config);
+        let task = tokio::spawn(server::accept_loop(listener, acceptor, shared.clone()));
+        Ok(MockUpstream {
+            addr,
+            ca_pem: material.ca_pem,
+            shared,
+            task,
+        })
+    }
+
+    /// The address the mock listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CA certificate (PEM) that issued the mock's leaf certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// All requests recorded so far, in arrival order (of body completion).
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.records().clone()
+    }
+
+    /// Forgets recorded requests and resets the handshake and cancellation counters.
+    pub fn clear(&self) {
+        self.shared.records().clear();
+        self.shared.handshakes.store(0, Ordering::SeqCst);
+        self.shared.cancelled.store(0, Ordering::SeqCst);
+        self.shared.changed.notify_waiters();
+    }
+
+    /// Completed TLS handshakes.
+    pub fn handshakes(&self) -> usize {
+        self.shared.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Response bodies dropped (peer reset the stream or closed the connection) before the mock
+    /// finished them.
+    pub fn cancelled_streams(&self) -> usize {
+        self.shared.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `cancelled_streams() >= n`; false on timeout.
+    pub async fn wait_for_cancelled(&self, n: usize, timeout: Duration) -> bool {
+        self.shared
+            .wait_until(timeout, |s| s.cancelled.load(Ordering::SeqCst) >= n)
+            .await
+    }
+
+    /// Waits until at least `n` requests are recorded; false on timeout.
+    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        self.shared
+            .wait_until(timeout, |s| s.records().len() >= n)
+            .await
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl fmt::Debug for MockUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockUpstream")
+            .field("addr", &self.addr)
+            .field("cfg", &self.shared.cfg)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,129 @@
+//! `mock-upstream` binary: serves the TLS mock of the OpenAI / Anthropic / Gemini APIs on a fixed
+//! address and writes its CA certificate to a file, until Ctrl-C or SIGTERM.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use mock_upstream::{Alpn, MockConfig, MockUpstream};
+
+const USAGE: &str = "usage: mock-upstream [--listen ADDR] [--ca-out PATH] [--key KEY] [--gap-ms MS] [--alpn both|h1|h2]
+  --listen ADDR   address to listen on (default 127.0.0.1:8443)
+  --ca-out PATH   where to write the CA certificate, PEM (default target/mock-ca.pem)
+  --key KEY       only accept this credential (default: any non-empty one)
+  --gap-ms MS     gap between generated SSE chunks (default 20)
+  --alpn PROTOS   ALPN protocols to advertise (default both)";
+
+struct Args {
+    listen: SocketAddr,
+    ca_out: PathBuf,
+    cfg: MockConfig,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut out = Args {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+        ca_out: PathBuf::from("target/mock-ca.pem"),
+        cfg: MockConfig::default(),
+    };
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(String::new());
+        }
+        if !["--listen", "--ca-out", "--key", "--gap-ms", "--alpn"].contains(&flag.as_str()) {
+            return Err(format!("unknown flag: {flag}"));
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| format!("missing value for {flag}"))?;
+        match flag.as_str() {
+            "--listen" => {
+                out.listen = value
+                    .parse()
+                    .map_err(|_| format!("invalid --listen address: {value}"))?
+            }
+            "--ca-out" => out.ca_out = PathBuf::from(value),
+            // The key's value is never echoed back, not even in errors.
+            "--key" => out.cfg.expected_key = Some(value),
+            "--gap-ms" => {
+                let ms = value
+                    .parse()
+                    .map_err(|_| format!("invalid --gap-ms: {value}"))?;
+                out.cfg.sse_gap = Duration::from_millis(ms);
+            }
+            "--alpn" => {
+                out.cfg.alpn = match value.as_str() {
+                    "both" => Alpn::Both,
+                    "h1" | "http/1.1" => Alpn::Http1Only,
+                    "h2" => Alpn::Http2Only,
+                    _ => return Err(format!("invalid --alpn: {value}")),
+                }
+            }
+            _ => unreachable!("flag checked above"),
+        }
+    }
+    Ok(out)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprintln!("mock-upstream: {msg}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mock = match MockUpstream::start_on(args.listen, args.cfg).await {
+        Ok(mock) => mock,
+        Err(e) => {
+            eprintln!("mock-upstream: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(dir) = args.ca_out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("mock-upstream: cannot create {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Err(e) = std::fs::write(&args.ca_out, mock.ca_pem()) {
+        eprintln!("mock-upstream: cannot write {}: {e}", args.ca_out.display());
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "mock-upstream listening on https://{} (CA written to {})",
+        mock.addr(),
+        args.ca_out.display()
+    );
+    shutdown_signal().await;
+    drop(mock);
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,70 @@
+//! Accept loop and per-connection serving: TLS handshake, then hyper (h2 or http/1.1 chosen from
+//! the negotiated ALPN).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::record::ConnInfo;
+use crate::{routes, Shared};
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections forever. Connection tasks live in a `JoinSet` owned by this future, so
+/// aborting the accept task also aborts every connection.
+pub(crate) async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let mut conns = JoinSet::new();
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _peer)) => tcp,
+            Err(_) => {
+                // E.g. EMFILE: back off briefly instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        while conns.try_join_next().is_some() {}
+        conns.spawn(serve_connection(tcp, acceptor.clone(), shared.clone()));
+    }
+}
+
+async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        _ => return,
+    };
+    let (_, conn) = tls.get_ref();
+    let info = Arc::new(ConnInfo {
+        sni: conn.server_name().map(str::to_owned),
+        alpn: conn
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+    });
+    shared.add_handshake();
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    // h2 negotiated: serve h2 only; http/1.1 negotiated: http/1.1 only; no ALPN: detect from
+    // the connection preface.
+    let builder = match info.alpn.as_deref() {
+        Some("h2") => builder.http2_only(),
+        Some(_) => builder.http1_only(),
+        None => builder,
+    };
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(routes::handle(shared, info, req).await) }
+    });
+    let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+}

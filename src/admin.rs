@@ -1,0 +1,44 @@
+//! The admin listener: `GET /live` and `GET /ready` (200 only once every listener is bound,
+//! 503 from the moment draining starts).
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::ProxyBody;
+use crate::Shared;
+
+/// The hyper service of the admin listener.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/live") => (StatusCode::OK, r#"{"status":"live"}"#),
+        (&Method::GET | &Method::HEAD, "/ready") => {
+            if shared.draining.load(Ordering::Relaxed) {
+                (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+            } else if shared.ready.load(Ordering::Relaxed) {
+                (StatusCode::OK, r#"{"status":"ready"}"#)
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"starting"}"#)
+            }
+        }
+        (_, "/live" | "/ready") => (StatusCode::METHOD_NOT_ALLOWED, r#"{"status":"use GET"}"#),
+        _ => (
+            StatusCode::NOT_FOUND,
+            r#"{"status":"not found: the admin listener serves /live and /ready"}"#,
+        ),
+    };
+    let mut resp = Response::new(ProxyBody::full(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}

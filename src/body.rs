@@ -1,0 +1,251 @@
+//! Body wrappers: byte counts, the request-body cap, the stream idle timeout and the
+//! end-of-request log. They observe frames as they pass in `poll_frame`; they never buffer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the request body wrapper tells the handler (shared, so it survives the body's move).
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    pub bytes: AtomicU64,
+    pub too_large: AtomicBool,
+}
+
+/// The body cap was crossed while streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the {limit} byte limit")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+/// The client's request body on its way upstream, counted and capped.
+pub struct RequestBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    stats: Arc<RequestStats>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: u64, stats: Arc<RequestStats>) -> Self {
+        RequestBody {
+            inner,
+            limit,
+            seen: 0,
+            stats,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    this.stats.bytes.store(this.seen, Ordering::Relaxed);
+                    if this.seen > this.limit {
+                        this.stats.too_large.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                            limit: this.limit,
+                        }))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How a proxied response ended, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    ClientClosed,
+    UpstreamAborted,
+    IdleTimeout,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::ClientClosed => "client_closed",
+            Outcome::UpstreamAborted => "upstream_aborted",
+            Outcome::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// Told once when the response body is done (by completion, error, or the client leaving).
+pub trait OnEnd: Send + 'static {
+    fn on_end(self: Box<Self>, outcome: Outcome, response_bytes: u64);
+}
+
+/// No data frame within the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream stream was idle for longer than {0:?}")]
+pub struct IdleTimeout(pub Duration);
+
+/// The upstream's response body on its way to the client: passed frame by frame.
+pub struct ResponseBody {
+    inner: Incoming,
+    idle_timeout: Duration,
+    idle: Option<Pin<Box<Sleep>>>,
+    last_frame: Instant,
+    bytes: u64,
+    outcome: Option<Outcome>,
+    on_end: Option<Box<dyn OnEnd>>,
+}
+
+impl ResponseBody {
+    pub fn new(inner: Incoming, idle_timeout: Duration, on_end: Box<dyn OnEnd>) -> Self {
+        let outcome = inner.is_end_stream().then_some(Outcome::Completed);
+        ResponseBody {
+            inner,
+            idle_timeout,
+            idle: None,
+            last_frame: Instant::now(),
+            bytes: 0,
+            outcome,
+            on_end: Some(on_end),
+        }
+    }
+
+    /// Polls the idle timer; the timer is reset lazily from `last_frame` so frames cost no timer work.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.last_frame + self.idle_timeout;
+        let sleep = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut().poll(cx)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+                this.last_frame = Instant::now();
+                if this.inner.is_end_stream() {
+                    this.outcome = Some(Outcome::Completed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.outcome = Some(Outcome::UpstreamAborted);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                this.outcome = Some(Outcome::Completed);
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.poll_idle(cx) {
+                Poll::Ready(()) => {
+                    this.outcome = Some(Outcome::IdleTimeout);
+                    Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle_timeout)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end.on_end(self.outcome.unwrap_or(Outcome::ClientClosed), self.bytes);
+        }
+    }
+}
+
+/// What the proxy answers: a streamed upstream body or a small body of its own.
+pub enum ProxyBody {
+    Upstream(ResponseBody),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn full(bytes: Bytes) -> Self {
+        ProxyBody::Full(Some(bytes))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! Config file reading: YAML text -> path-tracked nodes, human units, defaults, collected errors.
+//!
+//! The schema is walked by hand (not `serde` derive) so that every problem in a file is reported
+//! at once, each with its YAML path and what to change; `plan.rs` drives the walk.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_yaml_ng::Value;
+
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Longest time a client may take to send a request head (slowloris guard).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One problem in the config: where it is and what to change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one config, in file order.
+#[derive(Debug, Default)]
+pub struct Errors(pub Vec<ConfigError>);
+
+impl Errors {
+    pub fn push(&mut self, path: &str, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Errors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} problem{} in the config:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses YAML text into a document; a syntax error is reported with its line and column.
+pub fn parse_document(text: &str, errors: &mut Errors) -> Option<Value> {
+    match serde_yaml_ng::from_str::<Value>(text) {
+        Ok(Value::Null) => Some(Value::Mapping(Default::default())),
+        Ok(v) => Some(v),
+        Err(e) => {
+            let at = e
+                .location()
+                .map(|l| format!("line {}, column {}", l.line(), l.column()))
+                .unwrap_or_else(|| "(document)".into());
+            errors.push(
+                &at,
+                format!("not valid YAML: {}", strip_location(&e.to_string())),
+            );
+            None
+        }
+    }
+}
+
+fn strip_location(msg: &str) -> &str {
+    msg.split(" at line ").next().unwrap_or(msg)
+}
+
+/// A value in the document with the YAML path that leads to it.
+#[derive(Clone)]
+pub struct Node<'a> {
+    pub value: &'a Value,
+    pub path: String,
+}
+
+/// A mapping whose unknown keys have been reported; `get` hands out its known children.
+pub struct Map<'a> {
+    pub path: String,
+    entries: Vec<(&'a str, &'a Value)>,
+}
+
+impl<'a> Node<'a> {
+    pub fn root(value: &'a Value) -> Node<'a> {
+        Node {
+            value,
+            path: String::new(),
+        }
+    }
+
+    /// Reads a mapping whose keys must be among `known` (each unknown key is an error).
+    pub fn map(&self, known: &[&str], errors: &mut Errors) -> Option<Map<'a>> {
+        let mut map = self.any_map(errors)?;
+        map.entries.retain(|(key, _)| {
+            if known.contains(key) {
+                return true;
+            }
+            let path = join(&map.path, key);
+            let hint = closest(key, known)
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_else(|| format!("; known keys: {}", known.join(", ")));
+            errors.push(&path, format!("unknown key{hint}"));
+            false
+        });
+        Some(map)
+    }
+
+    /// Reads a mapping with free-form keys (e.g. provider names).
+    pub fn any_map(&self, errors: &mut Errors) -> Option<Map<'a>> {
+        let Value::Mapping(m) = self.value else {
+            errors.push(
+                &self.path,
+                format!("expected a mapping, found {}", kind(self.value)),
+            );
+            return None;
+        };
+        let mut entries = Vec::with_capacity(m.len());
+        for (k, v) in m {
+            match k.as_str() {
+                Some(key) => entries.push((key, v)),
+                None => errors.push(
+                    &self.path,
+                    format!("keys must be strings, found {}", kind(k)),
+                ),
+            }
+        }
+        Some(Map {
+            path: self.path.clone(),
+            entries,
+        })
+    }
+
+    pub fn string(&self, errors: &mut Errors) -> Option<&'a str> {
+        match self.value {
+            Value::String(s) => Some(s.as_str()),
+            other => {
+                errors.push(
+                    &self.path,
+                    format!("expected a string, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn strings(&self, errors: &mut Errors) -> Option<Vec<&'a str>> {
+        let Value::Sequence(items) = self.value else {
+            errors.push(
+                &self.path,
+                format!("expected a list, found {}", kind(self.value)),
+            );
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str() {
+                Some(s) => out.push(s),
+                None => errors.push(
+                    &format!("{}[{i}]", self.path),
+                    format!("expected a string, found {}", kind(item)),
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    /// A size: an integer number of bytes, or a number with `KiB`, `MiB` or `GiB`.
+    pub fn size(&self, errors: &mut Errors) -> Option<u64> {
+        let parsed = match self.value {
+            Value::Number(n) => n
+                .as_u64()
+                .ok_or_else(|| "must be a whole number of bytes".into()),
+            Value::String(s) => parse_size(s),
+            other => Err(format!("expected a size, found {}", kind(other))),
+        };
+        parsed.map_err(|m| errors.push(&self.path, m)).ok()
+    }
+
+    /// A duration with a unit: `500ms`, `30s`, `5m`, `1h`.
+    pub fn duration(&self, errors: &mut Errors) -> Option<Duration> {
+        let parsed = match self.value {
+            Value::String(s) => parse_duration(s),
+            Value::Number(_) => Err("add a unit: ms, s, m or h (for example `30s`)".into()),
+            other => Err(format!("expected a duration, found {}", kind(other))),
+        };
+        parsed.map_err(|m| errors.push(&self.path, m)).ok()
+    }
+}
+
+impl<'a> Map<'a> {
+    /// The child at `key`, if present, with its path.
+    pub fn get(&self, key: &str) -> Option<Node<'a>> {
+        let value = self.entries.iter().find(|(k, _)| *k == key)?.1;
+        Some(Node {
+            value,
+            path: join(&self.path, key),
+        })
+    }
+
+    /// Every entry in file order, as (key, node).
+    pub fn entries(&self) -> impl Iterator<Item = (&'a str, Node<'a>)> + '_ {
+        self.entries.iter().map(|(k, v)| {
+            (
+                *k,
+                Node {
+                    value: *v,
+                    path: join(&self.path, k),
+                },
+            )
+        })
+    }
+}
+
+pub fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing (null)",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// The known key within edit distance 2 of `key`, for "did you mean".
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (levenshtein(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let what = || {
+        format!(
+            "`{text}` is not a size; write bytes as an integer, or e.g. `512KiB`, `10MiB`, `1GiB`"
+        )
+    };
+    let n: u64 = num.parse().map_err(|_| what())?;
+    let mult: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(what()),
+    };
+    n.checked_mul(mult).ok_or_else(what)
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let what = || format!("`{text}` is not a duration; write e.g. `500ms`, `30s`, `5m`, `1h`");
+    let n: u64 = num.parse().map_err(|_| what())?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(what)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(what)?),
+        "" => {
+            return Err(format!(
+                "`{text}` has no unit; add ms, s, m or h (for example `30s`)"
+            ))
+        }
+        _ => return Err(what()),
+    };
+    Ok(d)
+}
+
+/// Prints a size the way a user would write it.
+pub fn show_size(n: u64) -> String {
+    for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n >= m && n % m == 0 {
+            return format!("{}{unit}", n / m);
+        }
+    }
+    format!("{n}B")
+}
+
+/// Prints a duration the way a user would write it.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    if s != 0 && s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s != 0 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("10MB").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert_eq!(show_size(10 << 20), "10MiB");
+        assert_eq!(show_size(1000), "1000B");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("30").unwrap_err().contains("no unit"));
+        assert!(parse_duration("3d").is_err());
+        assert_eq!(show_duration(Duration::from_secs(1800)), "30m");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn did_you_mean() {
+        assert_eq!(
+            closest("upstrem", &["upstream", "listen"]),
+            Some("upstream")
+        );
+        assert_eq!(closest("zzzzzz", &["upstream", "listen"]), None);
+    }
+}

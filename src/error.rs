@@ -1,0 +1,125 @@
+//! `ProxyError`: every error the proxy answers itself, mapped in one place to status, JSON
+//! body (DESIGN section 5), rejection reason and log text.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::ProxyBody;
+use crate::logging::sanitize;
+
+/// Where an error came from decides 4xx (the client's request) or 5xx (upstream, us).
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The request target is not origin-form, or the path is unusable.
+    InvalidRequest(String),
+    /// The body is over `limits.max_request_body` (declared or while streaming).
+    TooLarge { limit: u64 },
+    /// The provider has no key.
+    NotConfigured,
+    /// Connect, TLS or CONNECT failure: nothing reached the upstream's HTTP layer.
+    Unavailable(String),
+    /// No response headers within `limits.request_timeout`.
+    Timeout(std::time::Duration),
+    /// The process is draining.
+    ShuttingDown,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NotConfigured => StatusCode::FORBIDDEN,
+            ProxyError::Unavailable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `error.type` of the JSON body; also the rejection reason in logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::InvalidRequest(_) => "invalid_request",
+            ProxyError::TooLarge { .. } => "request_too_large",
+            ProxyError::NotConfigured => "provider_not_configured",
+            ProxyError::Unavailable(_) => "upstream_unavailable",
+            ProxyError::Timeout(_) => "upstream_timeout",
+            ProxyError::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// Whether retrying the same request may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Unavailable(_) | ProxyError::Timeout(_) | ProxyError::ShuttingDown
+        )
+    }
+
+    pub fn message(&self, provider: &str) -> String {
+        match self {
+            ProxyError::InvalidRequest(why) => why.clone(),
+            ProxyError::TooLarge { limit } => format!(
+                "request body is larger than the proxy's limit of {} bytes",
+                limit
+            ),
+            ProxyError::NotConfigured => format!(
+                "provider {provider} has no API key configured in llm-keyproxy; set its key and restart the proxy"
+            ),
+            ProxyError::Unavailable(why) => format!("upstream unavailable: {why}"),
+            ProxyError::Timeout(after) => format!(
+                "upstream sent no response headers within {}",
+                crate::config::show_duration(*after)
+            ),
+            ProxyError::ShuttingDown => "llm-keyproxy is shutting down; retry on a new connection".into(),
+        }
+    }
+
+    /// The JSON body of DESIGN section 5, sanitised like logs.
+    pub fn body(&self, provider: &str) -> Bytes {
+        let body = serde_json::json!({
+            "error": {
+                "type": self.kind(),
+                "message": sanitize(&self.message(provider), 500),
+                "provider": provider,
+                "retryable": self.retryable(),
+            }
+        });
+        Bytes::from(body.to_string())
+    }
+
+    /// The whole response, with `x-request-id` echoed.
+    pub fn into_response(self, provider: &str, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let mut resp = Response::new(ProxyBody::full(self.body(provider)));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(crate::headers::X_REQUEST_ID.clone(), request_id.clone());
+        if matches!(self, ProxyError::ShuttingDown) {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape() {
+        let e = ProxyError::NotConfigured;
+        let v: serde_json::Value = serde_json::from_slice(&e.body("openai")).unwrap();
+        assert_eq!(v["error"]["type"], "provider_not_configured");
+        assert_eq!(v["error"]["provider"], "openai");
+        assert_eq!(v["error"]["retryable"], false);
+        assert_eq!(e.status(), 403);
+        let e = ProxyError::Unavailable("bad\nthing\u{7}".into());
+        let v: serde_json::Value = serde_json::from_slice(&e.body("x")).unwrap();
+        assert_eq!(v["error"]["message"], "upstream unavailable: badthing");
+        assert_eq!(v["error"]["retryable"], true);
+    }
+}

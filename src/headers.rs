@@ -1,0 +1,284 @@
+//! Pure header rules: what is stripped from requests and responses, and what is injected.
+//!
+//! No I/O here: `proxy.rs` calls these on the way through, and fuzz targets can call them alone.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::plan::{Credential, ProviderPlan};
+use crate::provider::ANTHROPIC_VERSION;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
+static X_INITIATOR: HeaderName = HeaderName::from_static("x-initiator");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Credential headers the client may have sent; always removed before the upstream sees them.
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+];
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// True for the fixed hop-by-hop headers (not counting those a `Connection` header names).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || name.as_str().starts_with("proxy-")
+}
+
+/// Removes hop-by-hop headers, including every header that `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named by Connection are collected first; the common case (no Connection) allocates nothing.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(header::TE);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+}
+
+/// Removes every header whose name starts with one of `prefixes`.
+fn strip_prefixed(headers: &mut HeaderMap, prefixes: &[&str]) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| prefixes.iter().any(|p| n.as_str().starts_with(p)))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Turns the client's headers into the upstream's (DESIGN section 5 step 3): strip the client's
+/// credentials, forwarding and hop-by-hop headers, then inject the key exactly once.
+pub fn to_upstream(headers: &mut HeaderMap, provider: &ProviderPlan, request_id: &HeaderValue) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    for name in CREDENTIAL_HEADERS {
+        headers.remove(name);
+    }
+    headers.remove(header::FORWARDED);
+    headers.remove(header::VIA);
+    strip_prefixed(headers, &["x-forwarded-", "proxy-"]);
+
+    // Host is not set here: the client writes `Host` (HTTP/1.1) or `:authority` (HTTP/2) from
+    // the request URI, which is always the upstream's origin.
+    if let Credential::Configured { name, value } = &provider.credential {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    let extras = provider.extras;
+    if extras.anthropic_version && !headers.contains_key(&ANTHROPIC_VERSION_HEADER) {
+        headers.insert(
+            ANTHROPIC_VERSION_HEADER.clone(),
+            HeaderValue::from_static(ANTHROPIC_VERSION),
+        );
+    }
+    if extras.copilot_initiator && !headers.contains_key(&X_INITIATOR) {
+        headers.insert(X_INITIATOR.clone(), HeaderValue::from_static("agent"));
+    }
+}
+
+static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
+
+/// Cleans the upstream's response headers for the client: hop-by-hop removed, request id set.
+/// An upstream `x-request-id` that differs from ours (OpenAI sends its own) is kept as
+/// `x-upstream-request-id`, since provider support asks for it.
+pub fn to_client(headers: &mut HeaderMap, request_id: &HeaderValue) {
+    strip_hop_by_hop(headers);
+    if let Some(theirs) = headers.insert(X_REQUEST_ID.clone(), request_id.clone()) {
+        if theirs != *request_id {
+            headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
+        }
+    }
+}
+
+/// The client's `X-Request-ID` when it matches `^[A-Za-z0-9_.-]{1,128}$`, else a new UUIDv4.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        {
+            return v.clone();
+        }
+    }
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid-uuid"))
+}
+
+/// The upstream path and query for a client path (DESIGN section 2: base path rule; Gemini's
+/// key parameters removed). `None` when the result is not a valid request target.
+pub fn upstream_path(provider: &ProviderPlan, path: &str, query: Option<&str>) -> String {
+    let base = provider.base_path.as_str();
+    let needs_base = !base.is_empty()
+        && !(path == base || path.strip_prefix(base).is_some_and(|r| r.starts_with('/')));
+    let mut out = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    if needs_base {
+        out.push_str(base);
+    }
+    out.push_str(path);
+    if let Some(q) = query {
+        if provider.extras.strip_key_params {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .filter(|p| {
+                    let name = p.split('=').next().unwrap_or("");
+                    !matches!(name, "key" | "apiKey" | "api_key")
+                })
+                .collect();
+            if !kept.is_empty() {
+                out.push('?');
+                out.push_str(&kept.join("&"));
+            }
+        } else if !q.is_empty() {
+            out.push('?');
+            out.push_str(q);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+
+    fn plan(yaml: &str) -> Plan {
+        let lookup = |k: &str| (k == "KEY").then(|| "sk-test".to_string());
+        Plan::from_yaml(yaml, &lookup).unwrap()
+    }
+
+    #[test]
+    fn strips_and_injects_once() {
+        let p = plan("providers:\n  openai: {api_key: env:KEY}\n");
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer client"),
+            ("authorization", "Bearer client2"),
+            ("x-api-key", "k"),
+            ("x-goog-api-key", "k"),
+            ("api-key", "k"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-host", "evil"),
+            ("forwarded", "for=1"),
+            ("via", "1.1 x"),
+            ("connection", "keep-alive, x-custom-hop"),
+            ("x-custom-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("host", "evil.example"),
+            ("content-type", "application/json"),
+            ("x-custom", "kept"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let id = HeaderValue::from_static("req-1");
+        to_upstream(&mut h, &p.providers[0], &id);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["authorization", "content-type", "x-custom", "x-request-id"]
+        );
+        assert_eq!(h.get_all("authorization").iter().count(), 1);
+        assert_eq!(h["authorization"], "Bearer sk-test");
+        assert!(h["authorization"].is_sensitive());
+    }
+
+    #[test]
+    fn anthropic_version_only_when_absent() {
+        let p = plan("providers:\n  anthropic: {api_key: env:KEY}\n");
+        let id = HeaderValue::from_static("r");
+        let mut h = HeaderMap::new();
+        to_upstream(&mut h, &p.providers[0], &id);
+        assert_eq!(h["anthropic-version"], ANTHROPIC_VERSION);
+        assert_eq!(h["x-api-key"], "sk-test");
+        let mut h = HeaderMap::new();
+        h.insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
+        to_upstream(&mut h, &p.providers[0], &id);
+        assert_eq!(
+            h.get_all("anthropic-version").iter().collect::<Vec<_>>(),
+            ["2024-01-01"]
+        );
+    }
+
+    #[test]
+    fn request_ids() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-DEF_1.2"));
+        assert_eq!(request_id(&h), "abc-DEF_1.2");
+        h.insert("x-request-id", HeaderValue::from_static("bad id"));
+        let id = request_id(&h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.to_str().unwrap().as_bytes()[14], b'4');
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_str(&"a".repeat(129)).unwrap(),
+        );
+        assert_eq!(request_id(&h).len(), 36);
+    }
+
+    #[test]
+    fn base_path_rule() {
+        let p = plan("providers:\n  openai: {api_key: env:KEY}\n");
+        let o = &p.providers[0];
+        assert_eq!(upstream_path(o, "/responses", None), "/v1/responses");
+        assert_eq!(upstream_path(o, "/v1/responses", None), "/v1/responses");
+        assert_eq!(upstream_path(o, "/v1", None), "/v1");
+        assert_eq!(upstream_path(o, "/v10/x", None), "/v1/v10/x");
+        assert_eq!(
+            upstream_path(o, "/v1/models", Some("a=1")),
+            "/v1/models?a=1"
+        );
+        assert_eq!(upstream_path(o, "/v1/models", Some("")), "/v1/models");
+    }
+
+    #[test]
+    fn gemini_key_params_removed() {
+        let p = plan("providers:\n  gemini: {api_key: env:KEY}\n");
+        let g = &p.providers[0];
+        assert_eq!(
+            upstream_path(g, "/v1beta/m", Some("key=x&alt=sse")),
+            "/v1beta/m?alt=sse"
+        );
+        assert_eq!(
+            upstream_path(g, "/v1beta/m", Some("apiKey=x&api_key=y")),
+            "/v1beta/m"
+        );
+        assert_eq!(
+            upstream_path(g, "/v1beta/m", Some("keys=1")),
+            "/v1beta/m?keys=1"
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! The `llm-keyproxy` command: arguments -> plan -> bind -> run, and exit codes
+//! (0 clean, 64 bad config or arguments, 1 runtime failure).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use llm_keyproxy::logging::{self, LogFormat};
+use llm_keyproxy::plan::Plan;
+use llm_keyproxy::{run, Bound, Shared};
+
+const EXIT_CONFIG: u8 = 64;
+
+/// Keeps LLM API keys out of an AI agent's reach: one local listener per provider, the real
+/// key injected, TLS to the provider, responses streamed back as they arrive.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The YAML config file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Validate the config, print the resolved plan (secrets redacted) and exit.
+    #[arg(long)]
+    check: bool,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "json")]
+    log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter directive.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    let plan = match Plan::load(&args.config, &env) {
+        Ok(plan) => plan,
+        Err(errors) => {
+            eprint!("llm-keyproxy: {} {errors}", args.config.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if args.check {
+        print!("{}", plan.describe());
+        println!("config OK");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = logging::init(args.log_format, &args.log_level, std::io::stdout) {
+        eprintln!("llm-keyproxy: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("llm-keyproxy: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let bound = match Bound::bind(&plan).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(event = "startup_failed", error = %e);
+                eprintln!("llm-keyproxy: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        match run(plan, bound, shutdown_signal(), Arc::new(Shared::default())).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(event = "startup_failed", error = %e);
+                eprintln!("llm-keyproxy: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT (handled explicitly, so the proxy behaves as PID 1).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

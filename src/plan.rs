@@ -1,0 +1,657 @@
+//! Validated runtime plan: the config file walked once into typed values, all errors collected.
+//!
+//! Nothing after this reads strings or the environment again: `main` builds a `Plan`, the
+//! listeners and upstreams are built from it.
+
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use http::uri::{Authority, Uri};
+use rustls::pki_types::{pem::PemObject, CertificateDer};
+
+use crate::config::{self, show_duration, show_size, Errors, Node};
+use crate::provider::{self, Extras};
+use crate::secret::{SecretRef, Unresolved};
+use crate::upstream_proxy::ProxyTarget;
+
+/// Everything the proxy needs to run, validated.
+#[derive(Debug)]
+pub struct Plan {
+    pub admin_listen: SocketAddr,
+    /// The forward proxy set in the file (`None`: the environment decides, see `upstream_proxy`).
+    pub upstream_proxy: Option<ProxyTarget>,
+    pub tls: TlsPlan,
+    pub limits: Limits,
+    pub providers: Vec<ProviderPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsPlan {
+    pub webpki: bool,
+    pub native: bool,
+    pub extra_ca_file: Option<PathBuf>,
+    pub extra_cas: Vec<CertificateDer<'static>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_request_body: u64,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_body: config::DEFAULT_MAX_REQUEST_BODY,
+            connect_timeout: config::DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: config::DEFAULT_REQUEST_TIMEOUT,
+            stream_idle_timeout: config::DEFAULT_STREAM_IDLE_TIMEOUT,
+            drain_timeout: config::DEFAULT_DRAIN_TIMEOUT,
+            pool_idle_timeout: config::DEFAULT_POOL_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// One provider: where it listens, where it forwards, and the credential it injects.
+#[derive(Debug, Clone)]
+pub struct ProviderPlan {
+    pub name: String,
+    pub preset: Option<&'static str>,
+    pub listen: SocketAddr,
+    /// `https://host[:port]` without a path: the pool key and the Host the upstream sees.
+    pub origin: Uri,
+    pub host: String,
+    pub port: u16,
+    /// Put before request paths that do not already start with it ("" when none).
+    pub base_path: String,
+    /// Dial this `host:port` instead of resolving the upstream host.
+    pub upstream_address: Option<String>,
+    pub key_ref: SecretRef,
+    pub credential: Credential,
+    pub extras: Extras,
+    /// The CONNECT proxy this provider's connections go through, if any.
+    pub proxy: Option<ProxyTarget>,
+    /// Where `proxy` was chosen: `upstream_proxy` in the file, an environment variable, or none.
+    pub proxy_source: &'static str,
+}
+
+/// The header that carries the key, built once; `Debug` never shows the value.
+#[derive(Clone)]
+pub enum Credential {
+    Configured {
+        name: HeaderName,
+        value: HeaderValue,
+    },
+    /// Why there is no key (names the variable or file, never a value).
+    Missing(String),
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::Configured { name, .. } => write!(f, "{name}: {}", crate::secret::REDACTED),
+            Credential::Missing(why) => write!(f, "missing ({why})"),
+        }
+    }
+}
+
+const TOP_KEYS: &[&str] = &["admin", "upstream_proxy", "tls", "limits", "providers"];
+const PROVIDER_KEYS: &[&str] = &[
+    "preset",
+    "listen",
+    "api_key",
+    "upstream",
+    "upstream_address",
+    "auth",
+];
+
+impl Plan {
+    /// Reads a config file; `lookup` stands for the process environment.
+    pub fn load(
+        path: &std::path::Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Plan, Errors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let mut errors = Errors::default();
+            errors.push(
+                "",
+                format!("cannot read config file {}: {e}", path.display()),
+            );
+            errors
+        })?;
+        Plan::from_yaml(&text, lookup)
+    }
+
+    /// Validates config text into a plan, or returns every problem found.
+    pub fn from_yaml(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Plan, Errors> {
+        let mut errors = Errors::default();
+        let doc =
+            config::parse_document(text, &mut errors).ok_or_else(|| std::mem::take(&mut errors))?;
+        let plan = build(&Node::root(&doc), lookup, &mut errors);
+        match plan {
+            Some(plan) if errors.is_empty() => Ok(plan),
+            _ => Err(errors),
+        }
+    }
+
+    /// The resolved plan for `--check`, with secrets redacted.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "admin: http://{} (/live, /ready, /metrics)",
+            self.admin_listen
+        );
+        match &self.upstream_proxy {
+            Some(p) => {
+                let _ = writeln!(out, "upstream_proxy: {p} (from the config file)");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "upstream_proxy: not in the file; HTTPS_PROXY / NO_PROXY decide per provider"
+                );
+            }
+        }
+        let mut roots = Vec::new();
+        if self.tls.webpki {
+            roots.push("webpki".to_owned());
+        }
+        if self.tls.native {
+            roots.push("native".to_owned());
+        }
+        if let Some(f) = &self.tls.extra_ca_file {
+            roots.push(format!(
+                "{} ({} certificates)",
+                f.display(),
+                self.tls.extra_cas.len()
+            ));
+        }
+        let _ = writeln!(out, "tls roots: {}", roots.join(", "));
+        let l = &self.limits;
+        let _ = writeln!(
+            out,
+            "limits: max_request_body {}, connect_timeout {}, request_timeout {}, stream_idle_timeout {}, drain_timeout {}",
+            show_size(l.max_request_body),
+            show_duration(l.connect_timeout),
+            show_duration(l.request_timeout),
+            show_duration(l.stream_idle_timeout),
+            show_duration(l.drain_timeout),
+        );
+        for p in &self.providers {
+            let preset = p
+                .preset
+                .map(|n| format!(" (preset {n})"))
+                .unwrap_or_default();
+            let dial = p
+                .upstream_address
+                .as_ref()
+                .map(|a| format!(", dialing {a}"))
+                .unwrap_or_default();
+            let via = match &p.proxy {
+                Some(proxy) => format!(", via CONNECT proxy {proxy} (from {})", p.proxy_source),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "provider {}{preset}: http://{} -> {}{}{dial}{via}",
+                p.name,
+                p.listen,
+                p.origin.to_string().trim_end_matches('/'),
+                p.base_path
+            );
+            let cred = match &p.credential {
+                Credential::Configured { name, .. } => {
+                    format!("{name}: {} from {}", crate::secret::REDACTED, p.key_ref)
+                }
+                Credential::Missing(why) => {
+                    format!("NOT CONFIGURED ({why}): requests get 403 provider_not_configured")
+                }
+            };
+            let _ = writeln!(out, "  credential: {cred}");
+        }
+        out
+    }
+}
+
+fn build(
+    root: &Node,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Errors,
+) -> Option<Plan> {
+    let top = root.map(TOP_KEYS, errors)?;
+
+    let mut admin_listen = parse_addr(config::DEFAULT_ADMIN_LISTEN, "", errors);
+    if let Some(admin) = top.get("admin").and_then(|n| n.map(&["listen"], errors)) {
+        if let Some(n) = admin.get("listen") {
+            admin_listen = n
+                .string(errors)
+                .and_then(|s| parse_addr(s, &n.path, errors));
+        }
+    }
+
+    let upstream_proxy = top.get("upstream_proxy").and_then(|n| {
+        let s = n.string(errors)?;
+        ProxyTarget::parse(s)
+            .map_err(|m| errors.push(&n.path, m))
+            .ok()
+    });
+
+    let tls = top.get("tls").map_or_else(
+        || {
+            Some(TlsPlan {
+                webpki: true,
+                native: false,
+                extra_ca_file: None,
+                extra_cas: Vec::new(),
+            })
+        },
+        |n| tls_plan(&n, errors),
+    );
+    let limits = top
+        .get("limits")
+        .map_or(Some(Limits::default()), |n| limits(&n, errors));
+
+    let mut providers = Vec::new();
+    match top.get("providers") {
+        None => errors.push("providers", "no providers configured; add at least one, e.g. `openai: {api_key: env:OPENAI_API_KEY}`"),
+        Some(n) => {
+            if let Some(map) = n.any_map(errors) {
+                for (name, node) in map.entries() {
+                    if let Some(p) = provider(name, &node, lookup, errors) {
+                        providers.push(p);
+                    }
+                }
+            }
+        }
+    }
+    check_unique_listeners(admin_listen, &providers, errors);
+    choose_egress(&mut providers, upstream_proxy.as_ref(), lookup, errors);
+
+    Some(Plan {
+        admin_listen: admin_listen?,
+        upstream_proxy,
+        tls: tls?,
+        limits: limits?,
+        providers,
+    })
+}
+
+/// Decides each provider's forward proxy: the file's `upstream_proxy` for all, else the
+/// environment (`HTTPS_PROXY` ... minus `NO_PROXY`) per upstream host.
+fn choose_egress(
+    providers: &mut [ProviderPlan],
+    configured: Option<&ProxyTarget>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Errors,
+) {
+    for p in providers.iter_mut() {
+        if let Some(proxy) = configured {
+            p.proxy = Some(proxy.clone());
+            p.proxy_source = "upstream_proxy";
+            continue;
+        }
+        let dial_host = p
+            .upstream_address
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+            .map(|(h, _)| h);
+        let hosts: Vec<&str> = std::iter::once(p.host.as_str()).chain(dial_host).collect();
+        match ProxyTarget::from_env(lookup, &hosts) {
+            None => {}
+            Some((var, Ok(proxy))) => {
+                p.proxy = Some(proxy);
+                p.proxy_source = var;
+            }
+            Some((var, Err(m))) => errors.push(&format!("(environment) {var}"), m),
+        }
+    }
+}
+
+fn tls_plan(node: &Node, errors: &mut Errors) -> Option<TlsPlan> {
+    let map = node.map(&["roots", "extra_ca_file"], errors)?;
+    let mut plan = TlsPlan {
+        webpki: true,
+        native: false,
+        extra_ca_file: None,
+        extra_cas: Vec::new(),
+    };
+    if let Some(n) = map.get("roots") {
+        if let Some(list) = n.strings(errors) {
+            plan.webpki = false;
+            for root in list {
+                match root {
+                    "webpki" => plan.webpki = true,
+                    "native" => plan.native = true,
+                    other => errors.push(
+                        &n.path,
+                        format!("unknown root store `{other}`; use `webpki` and/or `native`"),
+                    ),
+                }
+            }
+        }
+    }
+    if let Some(n) = map.get("extra_ca_file") {
+        if let Some(path) = n.string(errors) {
+            match load_pem_certs(path) {
+                Ok(certs) => plan.extra_cas = certs,
+                Err(m) => errors.push(&n.path, m),
+            }
+            plan.extra_ca_file = Some(PathBuf::from(path));
+        }
+    }
+    if !plan.webpki && !plan.native && plan.extra_cas.is_empty() {
+        errors.push(
+            &node.path,
+            "no trusted roots: list `webpki` or `native` in roots, or set extra_ca_file",
+        );
+    }
+    Some(plan)
+}
+
+/// Reads every certificate of a PEM file.
+pub fn load_pem_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Ok(c),
+        Ok(_) => Err(format!("{path} holds no PEM certificate")),
+        Err(e) => Err(format!("{path} is not valid PEM: {e}")),
+    }
+}
+
+fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {
+    let keys = [
+        "max_request_body",
+        "connect_timeout",
+        "request_timeout",
+        "stream_idle_timeout",
+        "drain_timeout",
+        "pool_idle_timeout",
+    ];
+    let map = node.map(&keys, errors)?;
+    let mut l = Limits::default();
+    if let Some(v) = map.get("max_request_body").and_then(|n| n.size(errors)) {
+        l.max_request_body = v;
+    }
+    let durations: [(&str, &mut Duration); 5] = [
+        ("connect_timeout", &mut l.connect_timeout),
+        ("request_timeout", &mut l.request_timeout),
+        ("stream_idle_timeout", &mut l.stream_idle_timeout),
+        ("drain_timeout", &mut l.drain_timeout),
+        ("pool_idle_timeout", &mut l.pool_idle_timeout),
+    ];
+    for (key, slot) in durations {
+        if let Some(n) = map.get(key) {
+            match n.duration(errors) {
+                Some(d) if d.is_zero() && key != "drain_timeout" => {
+                    errors.push(&n.path, "must be more than 0")
+                }
+                Some(d) => *slot = d,
+                None => {}
+            }
+        }
+    }
+    Some(l)
+}
+
+fn provider(
+    name: &str,
+    node: &Node,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Errors,
+) -> Option<ProviderPlan> {
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !valid_name {
+        errors.push(
+            &node.path,
+            "provider names use a-z, 0-9, `-` and `_` (at most 64)",
+        );
+    }
+    let map = node.map(PROVIDER_KEYS, errors)?;
+    let mut preset = provider::preset(name);
+    if let Some(n) = map.get("preset") {
+        if let Some(p) = n.string(errors) {
+            preset = provider::preset(p);
+            if preset.is_none() {
+                let names: Vec<_> = provider::PRESETS.iter().map(|p| p.name).collect();
+                errors.push(
+                    &n.path,
+                    format!("unknown preset `{p}`; presets are {}", names.join(", ")),
+                );
+            }
+        }
+    }
+
+    let listen = match map.get("listen") {
+        Some(n) => n
+            .string(errors)
+            .and_then(|s| parse_addr(s, &n.path, errors)),
+        None => match preset {
+            Some(p) => Some(SocketAddr::from(([127, 0, 0, 1], p.awf_port))),
+            None => {
+                errors.push(
+                    &config::join(&node.path, "listen"),
+                    "missing; add e.g. `listen: 127.0.0.1:10010`",
+                );
+                None
+            }
+        },
+    };
+
+    let upstream_text = match map.get("upstream") {
+        Some(n) => n.string(errors).map(|s| (s.to_owned(), n.path.clone())),
+        None => {
+            match preset {
+                Some(p) => Some((p.upstream.to_owned(), String::new())),
+                None => {
+                    errors.push(&config::join(&node.path, "upstream"), "missing; custom providers need e.g. `upstream: https://llm.example.com/v1`");
+                    None
+                }
+            }
+        }
+    };
+    let upstream = upstream_text.and_then(|(text, path)| match parse_upstream(&text) {
+        Ok(u) => Some(u),
+        Err(m) => {
+            errors.push(&path, m);
+            None
+        }
+    });
+
+    let upstream_address = map.get("upstream_address").and_then(|n| {
+        let s = n.string(errors)?;
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+                Some(s.to_owned())
+            }
+            _ => {
+                errors.push(
+                    &n.path,
+                    format!("`{s}` is not HOST:PORT; write e.g. `127.0.0.1:8443`"),
+                );
+                None
+            }
+        }
+    });
+
+    let auth = auth(&map, preset, &node.path, errors);
+    let key_ref = match map.get("api_key") {
+        Some(n) => n.string(errors).and_then(|s| {
+            SecretRef::parse(s)
+                .map_err(|m| errors.push(&n.path, m))
+                .ok()
+        }),
+        None => {
+            errors.push(
+                &config::join(&node.path, "api_key"),
+                "missing; add e.g. `api_key: env:OPENAI_API_KEY`",
+            );
+            None
+        }
+    };
+    let ((auth_header, auth_prefix), key_ref) = (auth?, key_ref?);
+    let credential = match key_ref.resolve(lookup) {
+        Ok(secret) => {
+            let text = format!("{auth_prefix}{}", secret.expose());
+            match HeaderValue::from_str(&text) {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    Credential::Configured {
+                        name: auth_header,
+                        value,
+                    }
+                }
+                Err(_) => {
+                    errors.push(
+                        &config::join(&node.path, "api_key"),
+                        format!("the key read from {key_ref} has characters not allowed in an HTTP header"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Err(Unresolved::Missing(why)) => Credential::Missing(why),
+        Err(Unresolved::Unreadable(why)) => {
+            errors.push(&config::join(&node.path, "api_key"), why);
+            return None;
+        }
+    };
+
+    let (origin, host, port, base_path) = upstream?;
+    Some(ProviderPlan {
+        name: name.to_owned(),
+        preset: preset.map(|p| p.name),
+        listen: listen?,
+        origin,
+        host,
+        port,
+        base_path,
+        upstream_address,
+        key_ref,
+        credential,
+        extras: preset.map(|p| p.extras).unwrap_or_default(),
+        proxy: None,
+        proxy_source: "none",
+    })
+}
+
+fn auth(
+    map: &config::Map,
+    preset: Option<&provider::Preset>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<(HeaderName, String)> {
+    let (mut header, mut prefix) = match preset {
+        Some(p) => (Some(p.auth_header.to_owned()), p.auth_prefix.to_owned()),
+        None => (None, String::new()),
+    };
+    match map.get("auth") {
+        Some(n) => {
+            let auth = n.map(&["header", "prefix"], errors)?;
+            if let Some(h) = auth.get("header") {
+                header = h.string(errors).map(str::to_owned);
+            }
+            if let Some(p) = auth.get("prefix") {
+                prefix = p.string(errors).map(str::to_owned).unwrap_or_default();
+            }
+        }
+        None if preset.is_none() => {
+            errors.push(&config::join(path, "auth"), "missing; custom providers need e.g. `auth: { header: authorization, prefix: \"Bearer \" }`");
+            return None;
+        }
+        None => {}
+    }
+    let Some(header) = header else {
+        errors.push(
+            &config::join(path, "auth.header"),
+            "missing; name the header that carries the key",
+        );
+        return None;
+    };
+    match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
+        Ok(name) if !crate::headers::is_hop_by_hop(&name) && name != http::header::HOST => {
+            Some((name, prefix))
+        }
+        _ => {
+            errors.push(&config::join(path, "auth.header"), format!("`{header}` cannot carry the key; name an ordinary header such as `authorization`"));
+            None
+        }
+    }
+}
+
+/// Splits `https://host[:port][/base]` into origin, host, port and base path.
+fn parse_upstream(text: &str) -> Result<(Uri, String, u16, String), String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL; write e.g. `https://api.example.com/v1`"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!(
+            "`{text}` must start with https:// (the proxy always speaks TLS upstream)"
+        ));
+    }
+    let authority: &Authority = uri
+        .authority()
+        .ok_or_else(|| format!("`{text}` has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("`{text}` must not hold user info"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{text}` must not hold a query string"));
+    }
+    let host = authority.host().to_owned();
+    let port = authority.port_u16().unwrap_or(443);
+    let origin: Uri = format!("https://{authority}/")
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL"))?;
+    let base = uri.path().trim_end_matches('/').to_owned();
+    Ok((origin, host, port, base))
+}
+
+fn parse_addr(text: &str, path: &str, errors: &mut Errors) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.push(
+                path,
+                format!("`{text}` is not IP:PORT; write e.g. `127.0.0.1:10000` or `0.0.0.0:10000`"),
+            );
+            None
+        }
+    }
+}
+
+fn check_unique_listeners(
+    admin: Option<SocketAddr>,
+    providers: &[ProviderPlan],
+    errors: &mut Errors,
+) {
+    let mut seen: Vec<(SocketAddr, String)> = Vec::new();
+    if let Some(a) = admin {
+        seen.push((a, "admin.listen".into()));
+    }
+    for p in providers {
+        let path = format!("providers.{}.listen", p.name);
+        if let Some((_, other)) = seen.iter().find(|(a, _)| *a == p.listen && a.port() != 0) {
+            errors.push(
+                &path,
+                format!(
+                    "{} is already used by {other}; give each listener its own port",
+                    p.listen
+                ),
+            );
+        }
+        seen.push((p.listen, path));
+    }
+}

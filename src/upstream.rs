@@ -1,0 +1,363 @@
+//! Upstream connections: TCP (direct or through a CONNECT tunnel), TLS with SNI and ALPN
+//! (h2, then http/1.1), pooled by hyper-util's client; connect errors named for the client.
+//!
+//! One `Upstream` per provider. HTTP/2 connections carry many concurrent streams; HTTP/1.1
+//! connections are kept alive and reused. A request is retried by the pool only when the
+//! connection failed before any of it was written.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::body::RequestBody;
+use crate::plan::{Limits, ProviderPlan, TlsPlan};
+use crate::upstream_proxy::ProxyTarget;
+
+/// HTTP/2 PING interval on pooled upstream connections (detects dead tunnels).
+pub const DEFAULT_H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a PING may go unanswered before the connection is dropped.
+pub const DEFAULT_H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest CONNECT response head accepted from a forward proxy.
+const MAX_CONNECT_RESPONSE: usize = 8 * 1024;
+
+/// Why a connection to the upstream could not be made. Messages name hosts, never secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to {target}: {source}")]
+    Connect { target: String, source: io::Error },
+    #[error("TLS handshake with {host} failed: {source}")]
+    Tls { host: String, source: io::Error },
+    #[error("cannot reach forward proxy {proxy}: {source}")]
+    ProxyUnreachable { proxy: String, source: io::Error },
+    #[error("forward proxy {proxy} refused CONNECT {target} with status {status}")]
+    ProxyRefused {
+        proxy: String,
+        target: String,
+        status: u16,
+    },
+    #[error("forward proxy {proxy} sent an invalid CONNECT response: {why}")]
+    ProxyProtocol { proxy: String, why: String },
+    #[error("connecting to {target} took longer than {after:?}")]
+    Timeout { target: String, after: Duration },
+    #[error("`{0}` is not a valid TLS server name")]
+    ServerName(String),
+}
+
+impl ConnectError {
+    /// Bounded label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectError::Connect { .. } | ConnectError::ServerName(_) => "connect",
+            ConnectError::Tls { .. } => "tls",
+            ConnectError::ProxyUnreachable { .. }
+            | ConnectError::ProxyRefused { .. }
+            | ConnectError::ProxyProtocol { .. } => "proxy_connect",
+            ConnectError::Timeout { .. } => "timeout",
+        }
+    }
+}
+
+/// Builds the rustls client config shared by every upstream.
+pub fn tls_config(plan: &TlsPlan) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    if plan.webpki {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    if plan.native {
+        let found = rustls_native_certs::load_native_certs();
+        if found.certs.is_empty() {
+            return Err("tls.roots lists `native` but no system certificates were found".into());
+        }
+        roots.add_parsable_certificates(found.certs);
+    }
+    for cert in &plan.extra_cas {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("tls.extra_ca_file: a certificate was refused: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Opens TLS connections to one upstream, directly or through a CONNECT proxy.
+#[derive(Clone)]
+pub struct Connector {
+    tls: TlsConnector,
+    /// Dial this `host:port` instead of the URI's authority (`upstream_address`).
+    dial: Option<Arc<str>>,
+    proxy: Option<Arc<ProxyTarget>>,
+    connect_timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(
+        tls: Arc<ClientConfig>,
+        dial: Option<String>,
+        proxy: Option<ProxyTarget>,
+        connect_timeout: Duration,
+    ) -> Self {
+        Connector {
+            tls: TlsConnector::from(tls),
+            dial: dial.map(Arc::from),
+            proxy: proxy.map(Arc::new),
+            connect_timeout,
+        }
+    }
+
+    async fn connect(self, host: String, port: u16) -> Result<TlsConn, ConnectError> {
+        let target = match &self.dial {
+            Some(d) => d.to_string(),
+            None if host.contains(':') => format!("[{host}]:{port}"),
+            None => format!("{host}:{port}"),
+        };
+        let deadline = self.connect_timeout;
+        let attempt = async {
+            let tcp =
+                match &self.proxy {
+                    Some(proxy) => tunnel(proxy, &target).await?,
+                    None => TcpStream::connect(&target).await.map_err(|source| {
+                        ConnectError::Connect {
+                            target: target.clone(),
+                            source,
+                        }
+                    })?,
+                };
+            let _ = tcp.set_nodelay(true);
+            let name = ServerName::try_from(host.clone())
+                .map_err(|_| ConnectError::ServerName(host.clone()))?;
+            let tls = self
+                .tls
+                .connect(name, tcp)
+                .await
+                .map_err(|source| ConnectError::Tls {
+                    host: host.clone(),
+                    source,
+                })?;
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            Ok(TlsConn {
+                io: TokioIo::new(tls),
+                h2,
+            })
+        };
+        match tokio::time::timeout(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Timeout {
+                target,
+                after: deadline,
+            }),
+        }
+    }
+}
+
+/// Opens a TCP connection to `proxy` and asks it for a tunnel to `target`.
+async fn tunnel(proxy: &ProxyTarget, target: &str) -> Result<TcpStream, ConnectError> {
+    let shown = proxy.to_string();
+    let mut tcp = TcpStream::connect(proxy.address())
+        .await
+        .map_err(|source| ConnectError::ProxyUnreachable {
+            proxy: shown.clone(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
+    if let Some(auth) = &proxy.authorization {
+        head.extend_from_slice(b"Proxy-Authorization: ");
+        head.extend_from_slice(auth.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    tcp.write_all(&head)
+        .await
+        .map_err(|source| ConnectError::ProxyUnreachable {
+            proxy: shown.clone(),
+            source,
+        })?;
+
+    // Read the response head only: the proxy sends nothing after it until TLS starts.
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    let end = loop {
+        let n = tcp
+            .read(&mut chunk)
+            .await
+            .map_err(|source| ConnectError::ProxyUnreachable {
+                proxy: shown.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Err(ConnectError::ProxyProtocol {
+                proxy: shown,
+                why: "connection closed before a response".into(),
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        if buf.len() > MAX_CONNECT_RESPONSE {
+            return Err(ConnectError::ProxyProtocol {
+                proxy: shown,
+                why: "response head too long".into(),
+            });
+        }
+    };
+    let status = parse_status(&buf[..end]).ok_or_else(|| ConnectError::ProxyProtocol {
+        proxy: shown.clone(),
+        why: "no HTTP status line".into(),
+    })?;
+    if !(200..300).contains(&status) {
+        return Err(ConnectError::ProxyRefused {
+            proxy: shown,
+            target: target.to_owned(),
+            status,
+        });
+    }
+    if end != buf.len() {
+        return Err(ConnectError::ProxyProtocol {
+            proxy: shown,
+            why: "data after the CONNECT response".into(),
+        });
+    }
+    Ok(tcp)
+}
+
+fn parse_status(head: &[u8]) -> Option<u16> {
+    let line = head.split(|b| *b == b'\n').next()?;
+    let mut parts = line.split(|b| *b == b' ');
+    let version = parts.next()?;
+    if !version.starts_with(b"HTTP/1.") {
+        return None;
+    }
+    std::str::from_utf8(parts.next()?).ok()?.parse().ok()
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TlsConn;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsConn, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(443);
+        Box::pin(self.clone().connect(host, port))
+    }
+}
+
+/// A TLS connection that tells the pool whether ALPN chose HTTP/2.
+pub struct TlsConn {
+    io: TokioIo<TlsStream<TcpStream>>,
+    h2: bool,
+}
+
+impl Connection for TlsConn {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new();
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl Read for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl Write for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// The pooled HTTP client of one provider.
+pub type UpstreamClient = Client<Connector, RequestBody>;
+
+/// Builds the pooled client for one provider.
+pub fn client(tls: Arc<ClientConfig>, provider: &ProviderPlan, limits: &Limits) -> UpstreamClient {
+    let connector = Connector::new(
+        tls,
+        provider.upstream_address.clone(),
+        provider.proxy.clone(),
+        limits.connect_timeout,
+    );
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(limits.pool_idle_timeout)
+        .http2_keep_alive_interval(DEFAULT_H2_KEEPALIVE_INTERVAL)
+        .http2_keep_alive_timeout(DEFAULT_H2_KEEPALIVE_TIMEOUT)
+        .http2_keep_alive_while_idle(true)
+        .build(connector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_status_line() {
+        assert_eq!(
+            parse_status(b"HTTP/1.1 200 Connection established\r\n\r\n"),
+            Some(200)
+        );
+        assert_eq!(parse_status(b"HTTP/1.0 403 Forbidden\r\n\r\n"), Some(403));
+        assert_eq!(parse_status(b"SSH-2.0\r\n\r\n"), None);
+    }
+}
