@@ -163,7 +163,12 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Resp {
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_owned();
+    // `/v1/mock/*` too: an OpenAI-style base path puts `/v1` before every proxied path.
+    let raw_path = parts.uri.path();
+    let path = match raw_path.strip_prefix("/v1") {
+        Some(rest) if rest == "/mock" || rest.starts_with("/mock/") => rest.to_owned(),
+        _ => raw_path.to_owned(),
+    };
     let is_mock = path == "/mock" || path.starts_with("/mock/");
     let keep = if is_mock { RECORD_LIMIT } else { PARSE_LIMIT };
     let read = record::read_body(body, keep).await;
