@@ -225,7 +225,7 @@ impl<'a> Map<'a> {
             (
                 *k,
                 Node {
-                    value: *v,
+                    value: v,
                     path: join(&self.path, k),
                 },
             )

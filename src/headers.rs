@@ -135,8 +135,10 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// key parameters removed). `None` when the result is not a valid request target.
 pub fn upstream_path(provider: &ProviderPlan, path: &str, query: Option<&str>) -> String {
     let base = provider.base_path.as_str();
-    let needs_base = !base.is_empty()
-        && !(path == base || path.strip_prefix(base).is_some_and(|r| r.starts_with('/')));
+    let has_base = base.is_empty()
+        || path == base
+        || path.strip_prefix(base).is_some_and(|r| r.starts_with('/'));
+    let needs_base = !has_base;
     let mut out = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
     if needs_base {
         out.push_str(base);

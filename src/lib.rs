@@ -25,6 +25,7 @@
 //!
 //! `run` is what `main` and the integration tests both call.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout))]
 
 pub mod admin;
 pub mod body;

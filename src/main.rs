@@ -1,6 +1,7 @@
 //! The `llm-keyproxy` command: arguments -> plan -> bind -> run, and exit codes
 //! (0 clean, 64 bad config or arguments, 1 runtime failure).
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
