@@ -1,5 +1,5 @@
-//! The admin listener: `GET /live` and `GET /ready` (200 only once every listener is bound,
-//! 503 from the moment draining starts).
+//! The admin listener: `GET /live`, `GET /ready` (200 only once every listener is bound,
+//! 503 from the moment draining starts) and `GET /metrics` (OpenMetrics text).
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -28,10 +28,23 @@ pub async fn handle(
                 (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"starting"}"#)
             }
         }
-        (_, "/live" | "/ready") => (StatusCode::METHOD_NOT_ALLOWED, r#"{"status":"use GET"}"#),
+        (&Method::GET, "/metrics") => {
+            let text = shared.metrics.encode();
+            let mut resp = Response::new(ProxyBody::full(Bytes::from(text)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            return Ok(resp);
+        }
+        (_, "/live" | "/ready" | "/metrics") => {
+            (StatusCode::METHOD_NOT_ALLOWED, r#"{"status":"use GET"}"#)
+        }
         _ => (
             StatusCode::NOT_FOUND,
-            r#"{"status":"not found: the admin listener serves /live and /ready"}"#,
+            r#"{"status":"not found: the admin listener serves /live, /ready and /metrics"}"#,
         ),
     };
     let mut resp = Response::new(ProxyBody::full(Bytes::from_static(body.as_bytes())));

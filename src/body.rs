@@ -13,6 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::usage::UsageTap;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the request body wrapper tells the handler (shared, so it survives the body's move).
@@ -107,7 +109,7 @@ impl Outcome {
 
 /// Told once when the response body is done (by completion, error, or the client leaving).
 pub trait OnEnd: Send + 'static {
-    fn on_end(self: Box<Self>, outcome: Outcome, response_bytes: u64);
+    fn on_end(self: Box<Self>, outcome: Outcome, response_bytes: u64, tap: Option<UsageTap>);
 }
 
 /// No data frame within the idle timeout.
@@ -123,11 +125,17 @@ pub struct ResponseBody {
     last_frame: Instant,
     bytes: u64,
     outcome: Option<Outcome>,
+    tap: Option<UsageTap>,
     on_end: Option<Box<dyn OnEnd>>,
 }
 
 impl ResponseBody {
-    pub fn new(inner: Incoming, idle_timeout: Duration, on_end: Box<dyn OnEnd>) -> Self {
+    pub fn new(
+        inner: Incoming,
+        idle_timeout: Duration,
+        tap: Option<UsageTap>,
+        on_end: Box<dyn OnEnd>,
+    ) -> Self {
         let outcome = inner.is_end_stream().then_some(Outcome::Completed);
         ResponseBody {
             inner,
@@ -136,6 +144,7 @@ impl ResponseBody {
             last_frame: Instant::now(),
             bytes: 0,
             outcome,
+            tap,
             on_end: Some(on_end),
         }
     }
@@ -166,6 +175,9 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
+                    if let Some(tap) = &mut this.tap {
+                        tap.observe(data);
+                    }
                 }
                 this.last_frame = Instant::now();
                 if this.inner.is_end_stream() {
@@ -203,7 +215,11 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let Some(on_end) = self.on_end.take() {
-            on_end.on_end(self.outcome.unwrap_or(Outcome::ClientClosed), self.bytes);
+            on_end.on_end(
+                self.outcome.unwrap_or(Outcome::ClientClosed),
+                self.bytes,
+                self.tap.take(),
+            );
         }
     }
 }

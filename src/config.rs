@@ -165,6 +165,19 @@ impl<'a> Node<'a> {
         }
     }
 
+    pub fn boolean(&self, errors: &mut Errors) -> Option<bool> {
+        match self.value {
+            Value::Bool(b) => Some(*b),
+            other => {
+                errors.push(
+                    &self.path,
+                    format!("expected true or false, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
     pub fn strings(&self, errors: &mut Errors) -> Option<Vec<&'a str>> {
         let Value::Sequence(items) = self.value else {
             errors.push(

@@ -16,8 +16,9 @@ pub enum ProxyError {
     TooLarge { limit: u64 },
     /// The provider has no key.
     NotConfigured,
-    /// Connect, TLS or CONNECT failure: nothing reached the upstream's HTTP layer.
-    Unavailable(String),
+    /// Connect, TLS or CONNECT failure, or the connection failed before a response;
+    /// `kind` is the metrics label (connect, tls, proxy_connect, timeout, reset).
+    Unavailable { kind: &'static str, message: String },
     /// No response headers within `limits.request_timeout`.
     Timeout(std::time::Duration),
     /// The process is draining.
@@ -30,7 +31,7 @@ impl ProxyError {
             ProxyError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NotConfigured => StatusCode::FORBIDDEN,
-            ProxyError::Unavailable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -42,7 +43,7 @@ impl ProxyError {
             ProxyError::InvalidRequest(_) => "invalid_request",
             ProxyError::TooLarge { .. } => "request_too_large",
             ProxyError::NotConfigured => "provider_not_configured",
-            ProxyError::Unavailable(_) => "upstream_unavailable",
+            ProxyError::Unavailable { .. } => "upstream_unavailable",
             ProxyError::Timeout(_) => "upstream_timeout",
             ProxyError::ShuttingDown => "shutting_down",
         }
@@ -52,8 +53,17 @@ impl ProxyError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            ProxyError::Unavailable(_) | ProxyError::Timeout(_) | ProxyError::ShuttingDown
+            ProxyError::Unavailable { .. } | ProxyError::Timeout(_) | ProxyError::ShuttingDown
         )
+    }
+
+    /// The upstream error kind for metrics, when the upstream is to blame.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Unavailable { kind, .. } => Some(kind),
+            ProxyError::Timeout(_) => Some("timeout"),
+            _ => None,
+        }
     }
 
     pub fn message(&self, provider: &str) -> String {
@@ -66,7 +76,7 @@ impl ProxyError {
             ProxyError::NotConfigured => format!(
                 "provider {provider} has no API key configured in llm-keyproxy; set its key and restart the proxy"
             ),
-            ProxyError::Unavailable(why) => format!("upstream unavailable: {why}"),
+            ProxyError::Unavailable { message, .. } => format!("upstream unavailable: {message}"),
             ProxyError::Timeout(after) => format!(
                 "upstream sent no response headers within {}",
                 crate::config::show_duration(*after)
@@ -117,7 +127,10 @@ mod tests {
         assert_eq!(v["error"]["provider"], "openai");
         assert_eq!(v["error"]["retryable"], false);
         assert_eq!(e.status(), 403);
-        let e = ProxyError::Unavailable("bad\nthing\u{7}".into());
+        let e = ProxyError::Unavailable {
+            kind: "connect",
+            message: "bad\nthing\u{7}".into(),
+        };
         let v: serde_json::Value = serde_json::from_slice(&e.body("x")).unwrap();
         assert_eq!(v["error"]["message"], "upstream unavailable: badthing");
         assert_eq!(v["error"]["retryable"], true);

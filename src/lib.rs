@@ -18,14 +18,20 @@
 //! proxy.rs          the request path as named steps
 //! upstream.rs       TLS + ALPN + CONNECT tunnel + pool
 //! body.rs           body wrappers: counts, cap, idle timeout, end-of-request log
-//! admin.rs          /live, /ready
+//! admin.rs          /live, /ready, /metrics
+//! metrics.rs        one registry, names as consts, per-provider handles
+//! usage.rs          token usage read from JSON and SSE responses
+//! usage_file.rs     batched JSONL usage writer
 //! error.rs          ProxyError -> status + JSON
 //! logging.rs        JSON lines, sanitising
 //! ```
 //!
 //! `run` is what `main` and the integration tests both call.
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
+)]
 
 pub mod admin;
 pub mod body;
@@ -34,12 +40,15 @@ pub mod error;
 pub mod headers;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod plan;
 pub mod provider;
 pub mod proxy;
 pub mod secret;
 pub mod upstream;
 pub mod upstream_proxy;
+pub mod usage;
+pub mod usage_file;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,12 +62,23 @@ use crate::plan::{Credential, Plan};
 use crate::proxy::Route;
 
 /// Process-wide state read on the request path.
-#[derive(Debug, Default)]
 pub struct Shared {
     /// Every listener is bound and serving.
     pub ready: AtomicBool,
     /// Shutdown has started: `/ready` says 503 and new requests get `shutting_down`.
     pub draining: AtomicBool,
+    /// The one metrics registry.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            metrics: metrics::Metrics::new(),
+        }
+    }
 }
 
 /// Every socket of a plan, bound before anything is served.
@@ -105,6 +125,15 @@ pub async fn run(
 ) -> Result<(), String> {
     let tls = upstream::tls_config(&plan.tls)?;
     let drain = Drain::default();
+    let (usage_log, usage_writer) = match &plan.observability.usage_file {
+        Some(path) => {
+            let dropped = shared.metrics.usage_lines_dropped.clone();
+            let (log, writer) = usage_file::UsageLog::open(path, dropped)
+                .map_err(|e| format!("cannot open the usage file {}: {e}", path.display()))?;
+            (Some(log), Some(writer))
+        }
+        None => (None, None),
+    };
 
     let addrs = bound.provider_addrs();
     let provider_count = addrs.len();
@@ -136,8 +165,12 @@ pub async fn run(
                 "requests to this provider get 403 provider_not_configured",
             ),
         }
-        let client = upstream::client(tls.clone(), &provider, &plan.limits);
-        let route = Arc::new(Route::new(provider, client, plan.limits, shared.clone()));
+        let metrics = shared.metrics.provider(&provider.name);
+        let client = upstream::client(tls.clone(), &provider, &plan.limits, &metrics);
+        let mut route = Route::new(provider, client, plan.limits, shared.clone(), metrics);
+        route.token_usage = plan.observability.token_usage;
+        route.usage_log = usage_log.clone();
+        let route = Arc::new(route);
         tokio::spawn(listener::serve(
             listener,
             move || {
@@ -160,6 +193,11 @@ pub async fn run(
         drain_timeout_ms = limit.as_millis() as u64
     );
     let drained = listener::within(limit, drain.drain()).await.is_some();
+    drop(usage_log);
+    if let Some(writer) = usage_writer {
+        // Streams still open after the drain timeout hold senders; do not wait for them.
+        let _ = listener::within(std::time::Duration::from_secs(1), writer.close()).await;
+    }
     tracing::info!(event = "shutdown", phase = "done", drained);
     Ok(())
 }

@@ -25,7 +25,26 @@ pub struct Plan {
     pub upstream_proxy: Option<ProxyTarget>,
     pub tls: TlsPlan,
     pub limits: Limits,
+    pub observability: Observability,
     pub providers: Vec<ProviderPlan>,
+}
+
+/// What the proxy records about the traffic it carries.
+#[derive(Debug, Clone)]
+pub struct Observability {
+    /// Read token usage from JSON and SSE responses (never delaying a byte).
+    pub token_usage: bool,
+    /// Append one JSON line per request here.
+    pub usage_file: Option<PathBuf>,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Observability {
+            token_usage: true,
+            usage_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -102,7 +121,14 @@ impl fmt::Debug for Credential {
     }
 }
 
-const TOP_KEYS: &[&str] = &["admin", "upstream_proxy", "tls", "limits", "providers"];
+const TOP_KEYS: &[&str] = &[
+    "admin",
+    "upstream_proxy",
+    "tls",
+    "limits",
+    "observability",
+    "providers",
+];
 const PROVIDER_KEYS: &[&str] = &[
     "preset",
     "listen",
@@ -175,6 +201,17 @@ impl Plan {
             ));
         }
         let _ = writeln!(out, "tls roots: {}", roots.join(", "));
+        let usage_file = self
+            .observability
+            .usage_file
+            .as_ref()
+            .map(|p| p.display().to_string());
+        let _ = writeln!(
+            out,
+            "observability: token_usage {}, usage_file {}",
+            self.observability.token_usage,
+            usage_file.as_deref().unwrap_or("none")
+        );
         let l = &self.limits;
         let _ = writeln!(
             out,
@@ -258,6 +295,11 @@ fn build(
     let limits = top
         .get("limits")
         .map_or(Some(Limits::default()), |n| limits(&n, errors));
+    let observability = top
+        .get("observability")
+        .map_or(Some(Observability::default()), |n| {
+            observability(&n, errors)
+        });
 
     let mut providers = Vec::new();
     match top.get("providers") {
@@ -280,6 +322,7 @@ fn build(
         upstream_proxy,
         tls: tls?,
         limits: limits?,
+        observability: observability?,
         providers,
     })
 }
@@ -365,6 +408,34 @@ pub fn load_pem_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String
         Ok(_) => Err(format!("{path} holds no PEM certificate")),
         Err(e) => Err(format!("{path} is not valid PEM: {e}")),
     }
+}
+
+fn observability(node: &Node, errors: &mut Errors) -> Option<Observability> {
+    let map = node.map(&["token_usage", "usage_file"], errors)?;
+    let mut o = Observability::default();
+    if let Some(b) = map.get("token_usage").and_then(|n| n.boolean(errors)) {
+        o.token_usage = b;
+    }
+    if let Some(n) = map.get("usage_file") {
+        if let Some(path) = n.string(errors) {
+            let path = PathBuf::from(path);
+            let dir_ok = path
+                .parent()
+                .is_none_or(|d| d.as_os_str().is_empty() || d.is_dir());
+            if dir_ok {
+                o.usage_file = Some(path);
+            } else {
+                errors.push(
+                    &n.path,
+                    format!("the directory of {} does not exist", path.display()),
+                );
+            }
+        }
+    }
+    if o.usage_file.is_some() && !o.token_usage {
+        errors.push(&node.path, "usage_file needs token_usage: true");
+    }
+    Some(o)
 }
 
 fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {

@@ -17,13 +17,17 @@ use std::time::Instant;
 use http::uri::{PathAndQuery, Uri};
 use http::{header, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::body::{OnEnd, Outcome, ProxyBody, RequestBody, RequestStats, ResponseBody};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::logging::log_path;
+use crate::metrics::ProviderMetrics;
 use crate::plan::{Credential, Limits, ProviderPlan};
 use crate::upstream::{ConnectError, UpstreamClient};
+use crate::usage::{self, Finished, Usage, UsageTap};
+use crate::usage_file::UsageLog;
 use crate::Shared;
 
 /// One provider's listener: its plan, its pooled upstream client, and the process state.
@@ -32,6 +36,10 @@ pub struct Route {
     pub client: UpstreamClient,
     pub limits: Limits,
     pub shared: Arc<Shared>,
+    pub metrics: ProviderMetrics,
+    /// Read token usage from responses.
+    pub token_usage: bool,
+    pub usage_log: Option<UsageLog>,
     /// The upstream host, shared by every log line of this route.
     upstream_host: Arc<str>,
     provider_name: Arc<str>,
@@ -43,6 +51,7 @@ impl Route {
         client: UpstreamClient,
         limits: Limits,
         shared: Arc<Shared>,
+        metrics: ProviderMetrics,
     ) -> Self {
         Route {
             upstream_host: Arc::from(provider.host.as_str()),
@@ -51,6 +60,9 @@ impl Route {
             client,
             limits,
             shared,
+            metrics,
+            token_usage: true,
+            usage_log: None,
         }
     }
 }
@@ -63,20 +75,44 @@ struct RequestInfo {
     start: Instant,
 }
 
+/// Decrements a gauge when dropped (active requests, active streams).
+struct Active(Gauge);
+
+impl Active {
+    fn new(g: &Gauge) -> Active {
+        g.inc();
+        Active(g.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The hyper service of a provider listener.
 pub async fn handle(
     route: Arc<Route>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let active = Active::new(&route.metrics.active_requests);
     let info = RequestInfo {
         request_id: headers::request_id(req.headers()),
         method: req.method().clone(),
         path: log_path(req.uri().path_and_query().map_or("", |p| p.as_str())).into_owned(),
         start: Instant::now(),
     };
-    match forward(&route, req, &info).await {
+    match forward(&route, req, &info, active).await {
         Ok(resp) => Ok(resp),
         Err(err) => {
+            let m = &route.metrics;
+            m.request(err.status().as_u16());
+            m.rejection(err.kind());
+            if let Some(kind) = err.upstream_kind() {
+                m.upstream_error(kind);
+            }
+            m.duration.observe(info.start.elapsed().as_secs_f64());
             log_error(&route, &info, &err);
             Ok(err.into_response(&route.provider.name, &info.request_id))
         }
@@ -87,6 +123,7 @@ async fn forward(
     route: &Arc<Route>,
     req: Request<Incoming>,
     info: &RequestInfo,
+    active: Active,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if route.shared.draining.load(Ordering::Relaxed) {
         return Err(ProxyError::ShuttingDown);
@@ -99,6 +136,7 @@ async fn forward(
 
     let stats = Arc::new(RequestStats::default());
     let upstream_req = upstream_request(route, req, &path_and_query, &info.request_id, &stats)?;
+    let sent_at = Instant::now();
     let sent = tokio::time::timeout(
         route.limits.request_timeout,
         route.client.request(upstream_req),
@@ -115,18 +153,23 @@ async fn forward(
         Ok(Err(err)) => return Err(classify(&err)),
         Err(_) => return Err(ProxyError::Timeout(route.limits.request_timeout)),
     };
-    Ok(client_response(route, resp, info, stats))
+    route.metrics.ttfb.observe(sent_at.elapsed().as_secs_f64());
+    Ok(client_response(route, resp, info, stats, active))
 }
 
 /// Step 2: origin-form only; the upstream host is fixed by config.
 fn check_target(req: &Request<Incoming>) -> Result<PathAndQuery, ProxyError> {
     let uri = req.uri();
     if req.method() == Method::CONNECT {
-        return Err(ProxyError::InvalidRequest("CONNECT is not supported: send origin-form requests such as `POST /v1/chat/completions`".into()));
+        return Err(ProxyError::InvalidRequest(
+            "CONNECT is not supported: send origin-form requests such as `POST /v1/chat/completions`".into(),
+        ));
     }
     // HTTP/2 always carries :scheme and :authority; HTTP/1.x must use origin-form.
     if req.version() < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
-        return Err(ProxyError::InvalidRequest("absolute-form request targets are not accepted: send the path only, e.g. `POST /v1/chat/completions`".into()));
+        return Err(ProxyError::InvalidRequest(
+            "absolute-form request targets are not accepted: send the path only, e.g. `POST /v1/chat/completions`".into(),
+        ));
     }
     let pq = uri
         .path_and_query()
@@ -164,27 +207,34 @@ fn upstream_request(
     let provider = &route.provider;
     let (mut parts, body) = req.into_parts();
     let path = headers::upstream_path(provider, pq.path(), pq.query());
+    let unusable = || ProxyError::InvalidRequest("the request path cannot be forwarded".into());
     let mut uri = provider.origin.clone().into_parts();
-    uri.path_and_query =
-        Some(PathAndQuery::try_from(path).map_err(|_| {
-            ProxyError::InvalidRequest("the request path cannot be forwarded".into())
-        })?);
-    parts.uri = Uri::from_parts(uri)
-        .map_err(|_| ProxyError::InvalidRequest("the request path cannot be forwarded".into()))?;
+    uri.path_and_query = Some(PathAndQuery::try_from(path).map_err(|_| unusable())?);
+    parts.uri = Uri::from_parts(uri).map_err(|_| unusable())?;
     parts.version = Version::HTTP_11;
     headers::to_upstream(&mut parts.headers, provider, request_id);
     let body = RequestBody::new(body, route.limits.max_request_body, stats.clone());
     Ok(Request::from_parts(parts, body))
 }
 
-/// Steps 6: status and headers passed through, the body streamed with an idle timeout.
+/// Step 6: status and headers passed through, the body streamed with an idle timeout.
 fn client_response(
     route: &Arc<Route>,
     resp: Response<Incoming>,
     info: &RequestInfo,
     stats: Arc<RequestStats>,
+    active: Active,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
+    let streamed = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let tap = if route.token_usage {
+        UsageTap::for_response(&parts.headers)
+    } else {
+        None
+    };
     headers::to_client(&mut parts.headers, &info.request_id);
     let done = Completion {
         route: route.clone(),
@@ -198,12 +248,15 @@ fn client_response(
             Version::HTTP_2 => "h2",
             _ => "http1.1",
         },
+        streamed,
+        _active: active,
+        _stream: streamed.then(|| Active::new(&route.metrics.active_streams)),
     };
-    let body = ResponseBody::new(body, route.limits.stream_idle_timeout, Box::new(done));
+    let body = ResponseBody::new(body, route.limits.stream_idle_timeout, tap, Box::new(done));
     Response::from_parts(parts, ProxyBody::Upstream(body))
 }
 
-/// Logs `request_complete` when the response body is finished, whichever way it ended.
+/// Records metrics, usage and the `request_complete` line when the response body is finished.
 struct Completion {
     route: Arc<Route>,
     request_id: HeaderValue,
@@ -213,12 +266,82 @@ struct Completion {
     start: Instant,
     stats: Arc<RequestStats>,
     upstream_protocol: &'static str,
+    streamed: bool,
+    _active: Active,
+    _stream: Option<Active>,
 }
 
 impl OnEnd for Completion {
-    fn on_end(self: Box<Self>, outcome: Outcome, response_bytes: u64) {
-        let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+    fn on_end(self: Box<Self>, outcome: Outcome, response_bytes: u64, tap: Option<UsageTap>) {
+        let m = &self.route.metrics;
+        m.request(self.status);
+        m.outcome(outcome.as_str());
+        if outcome == Outcome::UpstreamAborted {
+            m.upstream_error("reset");
+        }
+        m.duration.observe(self.start.elapsed().as_secs_f64());
+        m.request_bytes
+            .inc_by(self.stats.bytes.load(Ordering::Relaxed));
+        m.response_bytes.inc_by(response_bytes);
+        let end = End {
+            outcome,
+            response_bytes,
+            duration_ms: self.start.elapsed().as_secs_f64() * 1000.0,
+        };
+        match tap.map(UsageTap::finish) {
+            None => self.finish(end, None),
+            Some(Finished::Ready(usage)) => self.finish(end, Some(usage)),
+            Some(Finished::Unparsed) => {
+                m.unparsed.inc();
+                self.finish(end, None);
+            }
+            Some(Finished::Decode {
+                format,
+                encoding,
+                chunks,
+            }) => {
+                // Decompression is work the client must not wait for: do it on a blocking thread.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        let decode = rt.spawn_blocking(move || {
+                            usage::decode_and_read(format, encoding, &chunks)
+                        });
+                        rt.spawn(async move {
+                            let usage = decode.await.ok();
+                            self.finish(end, usage);
+                        });
+                    }
+                    Err(_) => self.finish(end, None),
+                }
+            }
+        }
+    }
+}
+
+/// How the body ended, measured when it did.
+struct End {
+    outcome: Outcome,
+    response_bytes: u64,
+    duration_ms: f64,
+}
+
+impl Completion {
+    fn finish(self: Box<Self>, end: End, usage: Option<Usage>) {
+        let usage = usage.filter(Usage::has_tokens);
+        if let Some(u) = &usage {
+            self.route.metrics.tokens(u.counts());
+        }
+        let request_bytes = self.stats.bytes.load(Ordering::Relaxed);
         let request_id = self.request_id.to_str().unwrap_or("");
+        let duration_ms = (end.duration_ms * 1000.0).round() / 1000.0;
+        let outcome = end.outcome.as_str();
+        let (model, tokens) = match &usage {
+            Some(u) => (
+                u.model.as_deref(),
+                [u.input, u.output, u.cache_read, u.cache_write],
+            ),
+            None => (None, [None; 4]),
+        };
         macro_rules! complete {
             ($level:ident) => {
                 tracing::$level!(
@@ -228,18 +351,44 @@ impl OnEnd for Completion {
                     method = self.method.as_str(),
                     path = self.path.as_str(),
                     status = self.status,
-                    duration_ms = (duration_ms * 1000.0).round() / 1000.0,
-                    request_bytes = self.stats.bytes.load(Ordering::Relaxed),
-                    response_bytes,
+                    duration_ms,
+                    request_bytes,
+                    response_bytes = end.response_bytes,
                     upstream_host = &*self.route.upstream_host,
                     upstream_protocol = self.upstream_protocol,
-                    outcome = outcome.as_str(),
+                    outcome,
+                    streamed = self.streamed,
+                    model,
+                    input_tokens = tokens[0],
+                    output_tokens = tokens[1],
+                    cache_read_tokens = tokens[2],
+                    cache_write_tokens = tokens[3],
                 )
             };
         }
-        match outcome {
+        match end.outcome {
             Outcome::Completed | Outcome::ClientClosed => complete!(info),
             Outcome::UpstreamAborted | Outcome::IdleTimeout => complete!(warn),
+        }
+        if let Some(log) = &self.route.usage_log {
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let line = serde_json::json!({
+                "unix_ms": unix_ms,
+                "request_id": request_id,
+                "provider": &*self.route.provider_name,
+                "model": model,
+                "input_tokens": tokens[0],
+                "output_tokens": tokens[1],
+                "cache_read_tokens": tokens[2],
+                "cache_write_tokens": tokens[3],
+                "status": self.status,
+                "duration_ms": duration_ms,
+                "streamed": self.streamed,
+                "outcome": outcome,
+            });
+            log.record(line.to_string());
         }
     }
 }
@@ -268,7 +417,10 @@ fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
     let mut deepest = None;
     while let Some(e) = source {
         if let Some(c) = e.downcast_ref::<ConnectError>() {
-            return ProxyError::Unavailable(c.to_string());
+            return ProxyError::Unavailable {
+                kind: c.kind(),
+                message: c.to_string(),
+            };
         }
         deepest = Some(e);
         source = e.source();
@@ -277,10 +429,14 @@ fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
         .map(|e| e.to_string())
         .unwrap_or_else(|| err.to_string());
     if err.is_connect() {
-        ProxyError::Unavailable(format!("cannot connect: {detail}"))
+        ProxyError::Unavailable {
+            kind: "connect",
+            message: format!("cannot connect: {detail}"),
+        }
     } else {
-        ProxyError::Unavailable(format!(
-            "the upstream connection failed before a response: {detail}"
-        ))
+        ProxyError::Unavailable {
+            kind: "reset",
+            message: format!("the upstream connection failed before a response: {detail}"),
+        }
     }
 }

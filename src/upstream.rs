@@ -17,6 +17,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::body::RequestBody;
+use crate::metrics::ProviderMetrics;
 use crate::plan::{Limits, ProviderPlan, TlsPlan};
 use crate::upstream_proxy::ProxyTarget;
 
@@ -104,6 +106,8 @@ pub fn tls_config(plan: &TlsPlan) -> Result<Arc<ClientConfig>, String> {
 #[derive(Clone)]
 pub struct Connector {
     tls: TlsConnector,
+    /// Open-connection gauges: [h2, http1.1].
+    open: Option<Arc<[Gauge; 2]>>,
     /// Dial this `host:port` instead of the URI's authority (`upstream_address`).
     dial: Option<Arc<str>>,
     proxy: Option<Arc<ProxyTarget>>,
@@ -116,9 +120,11 @@ impl Connector {
         dial: Option<String>,
         proxy: Option<ProxyTarget>,
         connect_timeout: Duration,
+        open: Option<[Gauge; 2]>,
     ) -> Self {
         Connector {
             tls: TlsConnector::from(tls),
+            open: open.map(Arc::new),
             dial: dial.map(Arc::from),
             proxy: proxy.map(Arc::new),
             connect_timeout,
@@ -155,9 +161,14 @@ impl Connector {
                     source,
                 })?;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let open = self
+                .open
+                .as_ref()
+                .map(|g| OpenGuard::new(&g[usize::from(!h2)]));
             Ok(TlsConn {
                 io: TokioIo::new(tls),
                 h2,
+                _open: open,
             })
         };
         match tokio::time::timeout(deadline, attempt).await {
@@ -277,6 +288,23 @@ impl tower_service::Service<Uri> for Connector {
 pub struct TlsConn {
     io: TokioIo<TlsStream<TcpStream>>,
     h2: bool,
+    _open: Option<OpenGuard>,
+}
+
+/// Counts a connection in its protocol's gauge while it is open.
+struct OpenGuard(Gauge);
+
+impl OpenGuard {
+    fn new(g: &Gauge) -> OpenGuard {
+        g.inc();
+        OpenGuard(g.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Connection for TlsConn {
@@ -330,12 +358,19 @@ impl Write for TlsConn {
 pub type UpstreamClient = Client<Connector, RequestBody>;
 
 /// Builds the pooled client for one provider.
-pub fn client(tls: Arc<ClientConfig>, provider: &ProviderPlan, limits: &Limits) -> UpstreamClient {
+pub fn client(
+    tls: Arc<ClientConfig>,
+    provider: &ProviderPlan,
+    limits: &Limits,
+    metrics: &ProviderMetrics,
+) -> UpstreamClient {
+    let open = [metrics.connections("h2"), metrics.connections("http1.1")];
     let connector = Connector::new(
         tls,
         provider.upstream_address.clone(),
         provider.proxy.clone(),
         limits.connect_timeout,
+        Some(open),
     );
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())

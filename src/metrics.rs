@@ -1,0 +1,351 @@
+//! Prometheus metrics: one registry made at start, names as consts here, bounded labels only
+//! (provider names from the config, status codes, fixed reason/kind/outcome sets).
+//!
+//! Each provider's handles are resolved once (`ProviderMetrics`), so the request path touches
+//! only atomics: no registry lock, no label allocation.
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+pub const PREFIX: &str = "keyproxy";
+pub const REQUESTS: &str = "requests";
+pub const REQUEST_DURATION: &str = "request_duration_seconds";
+pub const UPSTREAM_TTFB: &str = "upstream_ttfb_seconds";
+pub const ACTIVE_REQUESTS: &str = "active_requests";
+pub const ACTIVE_STREAMS: &str = "active_streams";
+pub const REQUEST_BYTES: &str = "request_bytes";
+pub const RESPONSE_BYTES: &str = "response_bytes";
+pub const REJECTIONS: &str = "rejections";
+pub const UPSTREAM_ERRORS: &str = "upstream_errors";
+pub const UPSTREAM_CONNECTIONS: &str = "upstream_connections";
+pub const STREAM_OUTCOMES: &str = "stream_outcomes";
+pub const TOKENS: &str = "tokens";
+pub const USAGE_UNPARSED: &str = "usage_unparsed";
+pub const USAGE_LINES_DROPPED: &str = "usage_lines_dropped";
+pub const BUILD: &str = "build";
+
+/// Buckets from 0.5 ms (a small JSON call) to 10 minutes (a long stream).
+const DURATION_BUCKETS: [f64; 20] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0, 1800.0,
+];
+
+/// Rejection reasons (the `type` of the proxy's JSON errors).
+pub const REASONS: [&str; 6] = [
+    "invalid_request",
+    "request_too_large",
+    "provider_not_configured",
+    "upstream_unavailable",
+    "upstream_timeout",
+    "shutting_down",
+];
+/// Upstream error kinds.
+pub const ERROR_KINDS: [&str; 5] = ["connect", "tls", "proxy_connect", "timeout", "reset"];
+/// How a proxied response ended.
+pub const OUTCOMES: [&str; 4] = [
+    "completed",
+    "client_closed",
+    "upstream_aborted",
+    "idle_timeout",
+];
+/// Token kinds.
+pub const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
+/// Upstream protocols.
+pub const PROTOCOLS: [&str; 2] = ["h2", "http1.1"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    provider: String,
+    status: u16,
+}
+
+type ByName = Family<Vec<(&'static str, String)>, Counter>;
+
+/// The registry and every metric family.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<StatusLabels, Counter>,
+    duration: Family<ProviderLabel, Histogram>,
+    ttfb: Family<ProviderLabel, Histogram>,
+    active_requests: Family<ProviderLabel, Gauge>,
+    active_streams: Family<ProviderLabel, Gauge>,
+    request_bytes: Family<ProviderLabel, Counter>,
+    response_bytes: Family<ProviderLabel, Counter>,
+    rejections: ByName,
+    upstream_errors: ByName,
+    connections: Family<Vec<(&'static str, String)>, Gauge>,
+    outcomes: ByName,
+    tokens: ByName,
+    unparsed: ByName,
+    pub usage_lines_dropped: Counter,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+impl Metrics {
+    /// Makes the registry with every family registered, and the build info.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let m = Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(histogram as fn() -> Histogram),
+            ttfb: Family::new_with_constructor(histogram as fn() -> Histogram),
+            active_requests: Family::default(),
+            active_streams: Family::default(),
+            request_bytes: Family::default(),
+            response_bytes: Family::default(),
+            rejections: Family::default(),
+            upstream_errors: Family::default(),
+            connections: Family::default(),
+            outcomes: Family::default(),
+            tokens: Family::default(),
+            unparsed: Family::default(),
+            usage_lines_dropped: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            REQUESTS,
+            "Requests answered, by provider and status code",
+            m.requests.clone(),
+        );
+        r.register(
+            REQUEST_DURATION,
+            "Request duration, from request head to end of response body",
+            m.duration.clone(),
+        );
+        r.register(
+            UPSTREAM_TTFB,
+            "Time from sending a request upstream to its response headers",
+            m.ttfb.clone(),
+        );
+        r.register(
+            ACTIVE_REQUESTS,
+            "Requests in flight",
+            m.active_requests.clone(),
+        );
+        r.register(
+            ACTIVE_STREAMS,
+            "Server-sent-event responses in flight",
+            m.active_streams.clone(),
+        );
+        r.register(
+            REQUEST_BYTES,
+            "Request body bytes received from clients",
+            m.request_bytes.clone(),
+        );
+        r.register(
+            RESPONSE_BYTES,
+            "Response body bytes sent to clients",
+            m.response_bytes.clone(),
+        );
+        r.register(
+            REJECTIONS,
+            "Requests the proxy answered with its own error, by reason",
+            m.rejections.clone(),
+        );
+        r.register(
+            UPSTREAM_ERRORS,
+            "Upstream failures, by kind (connect, tls, proxy_connect, timeout, reset)",
+            m.upstream_errors.clone(),
+        );
+        r.register(
+            UPSTREAM_CONNECTIONS,
+            "Open upstream connections, by protocol",
+            m.connections.clone(),
+        );
+        r.register(
+            STREAM_OUTCOMES,
+            "How proxied response bodies ended",
+            m.outcomes.clone(),
+        );
+        r.register(
+            TOKENS,
+            "Tokens reported by the upstream, by kind (input, output, cache_read, cache_write)",
+            m.tokens.clone(),
+        );
+        r.register(
+            USAGE_UNPARSED,
+            "Responses whose token usage could not be read (unknown encoding, too large)",
+            m.unparsed.clone(),
+        );
+        r.register(
+            USAGE_LINES_DROPPED,
+            "Usage-file lines dropped because the writer fell behind",
+            m.usage_lines_dropped.clone(),
+        );
+        r.register(
+            BUILD,
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Resolves every handle of one provider (done once per listener).
+    pub fn provider(self: &Arc<Self>, name: &str) -> ProviderMetrics {
+        let p = ProviderLabel {
+            provider: name.to_owned(),
+        };
+        let named = |family: &ByName, key: &'static str, names: &[&'static str]| -> Vec<Counter> {
+            names
+                .iter()
+                .map(|n| {
+                    family.get_or_create_owned(&vec![
+                        ("provider", name.to_owned()),
+                        (key, (*n).to_owned()),
+                    ])
+                })
+                .collect()
+        };
+        ProviderMetrics {
+            name: name.to_owned(),
+            metrics: self.clone(),
+            by_status: (0..500).map(|_| OnceLock::new()).collect(),
+            duration: self.duration.get_or_create_owned(&p),
+            ttfb: self.ttfb.get_or_create_owned(&p),
+            active_requests: self.active_requests.get_or_create_owned(&p),
+            active_streams: self.active_streams.get_or_create_owned(&p),
+            request_bytes: self.request_bytes.get_or_create_owned(&p),
+            response_bytes: self.response_bytes.get_or_create_owned(&p),
+            rejections: named(&self.rejections, "reason", &REASONS),
+            upstream_errors: named(&self.upstream_errors, "kind", &ERROR_KINDS),
+            outcomes: named(&self.outcomes, "outcome", &OUTCOMES),
+            tokens: named(&self.tokens, "kind", &TOKEN_KINDS),
+            unparsed: self
+                .unparsed
+                .get_or_create_owned(&vec![("provider", name.to_owned())]),
+            connections: PROTOCOLS
+                .iter()
+                .map(|proto| {
+                    self.connections.get_or_create_owned(&vec![
+                        ("provider", name.to_owned()),
+                        ("protocol", (*proto).to_owned()),
+                    ])
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One provider's metric handles; cloning shares the underlying atomics.
+pub struct ProviderMetrics {
+    name: String,
+    metrics: Arc<Metrics>,
+    /// Request counters by status 100..=599, created on first use.
+    by_status: Vec<OnceLock<Counter>>,
+    pub duration: Histogram,
+    pub ttfb: Histogram,
+    pub active_requests: Gauge,
+    pub active_streams: Gauge,
+    pub request_bytes: Counter,
+    pub response_bytes: Counter,
+    rejections: Vec<Counter>,
+    upstream_errors: Vec<Counter>,
+    outcomes: Vec<Counter>,
+    tokens: Vec<Counter>,
+    pub unparsed: Counter,
+    connections: Vec<Gauge>,
+}
+
+fn index_of(names: &[&str], name: &str) -> Option<usize> {
+    names.iter().position(|n| *n == name)
+}
+
+impl ProviderMetrics {
+    pub fn request(&self, status: u16) {
+        let counter = match self.by_status.get(usize::from(status.saturating_sub(100))) {
+            Some(slot) => slot.get_or_init(|| {
+                self.metrics.requests.get_or_create_owned(&StatusLabels {
+                    provider: self.name.clone(),
+                    status,
+                })
+            }),
+            None => return,
+        };
+        counter.inc();
+    }
+
+    pub fn rejection(&self, reason: &str) {
+        if let Some(i) = index_of(&REASONS, reason) {
+            self.rejections[i].inc();
+        }
+    }
+
+    pub fn upstream_error(&self, kind: &str) {
+        if let Some(i) = index_of(&ERROR_KINDS, kind) {
+            self.upstream_errors[i].inc();
+        }
+    }
+
+    pub fn outcome(&self, outcome: &str) {
+        if let Some(i) = index_of(&OUTCOMES, outcome) {
+            self.outcomes[i].inc();
+        }
+    }
+
+    /// Adds tokens in `TOKEN_KINDS` order.
+    pub fn tokens(&self, counts: [u64; 4]) {
+        for (counter, n) in self.tokens.iter().zip(counts) {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
+    }
+
+    /// The open-connections gauge for a protocol (`h2` or `http1.1`).
+    pub fn connections(&self, protocol: &str) -> Gauge {
+        let i = index_of(&PROTOCOLS, protocol).unwrap_or(1);
+        self.connections[i].clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_prefix_and_labels() {
+        let m = Metrics::new();
+        let p = m.provider("openai");
+        p.request(200);
+        p.request(200);
+        p.request(502);
+        p.rejection("upstream_unavailable");
+        p.tokens([10, 5, 0, 0]);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"keyproxy_requests_total{provider="openai",status="200"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"keyproxy_requests_total{provider="openai",status="502"} 1"#));
+        assert!(text.contains(
+            r#"keyproxy_rejections_total{provider="openai",reason="upstream_unavailable"} 1"#
+        ));
+        assert!(text.contains(r#"keyproxy_tokens_total{provider="openai",kind="input"} 10"#));
+        assert!(text.contains(r#"keyproxy_build_info{version=""#));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

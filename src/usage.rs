@@ -1,0 +1,398 @@
+//! Token usage read from responses as they pass: OpenAI chat completions and Responses API,
+//! Anthropic messages, Gemini `usageMetadata`; JSON bodies and SSE streams.
+//!
+//! The tap only looks at frames the body wrapper already holds (`Bytes` clones, no copy of
+//! whole events); compressed bodies are kept by reference and decoded after the response
+//! ended, on a blocking thread, never on the forwarding path.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_TYPE};
+use serde_json::Value;
+
+/// Largest body kept for a JSON or compressed usage read; larger ones count as unparsed.
+pub const MAX_INSPECTED_BODY: usize = 4 * 1024 * 1024;
+/// Longest SSE line parsed; longer lines are skipped.
+const MAX_SSE_LINE: usize = 1024 * 1024;
+
+/// Token counts and model read from one response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: Option<u64>,
+    pub output: Option<u64>,
+    pub cache_read: Option<u64>,
+    pub cache_write: Option<u64>,
+    pub model: Option<String>,
+}
+
+impl Usage {
+    /// Counts in `metrics::TOKEN_KINDS` order (missing = 0).
+    pub fn counts(&self) -> [u64; 4] {
+        [self.input, self.output, self.cache_read, self.cache_write].map(|c| c.unwrap_or(0))
+    }
+
+    pub fn has_tokens(&self) -> bool {
+        self.input.is_some()
+            || self.output.is_some()
+            || self.cache_read.is_some()
+            || self.cache_write.is_some()
+    }
+
+    /// Reads usage and model from one JSON document or SSE event; later values overwrite
+    /// earlier ones (Anthropic's `message_delta` carries the cumulative output count).
+    pub fn apply(&mut self, v: &Value) {
+        if let Some(u) = v.get("usage") {
+            self.apply_counts(u);
+        }
+        if let Some(u) = v.get("usageMetadata") {
+            self.apply_gemini(u);
+        }
+        for nested in ["message", "response"] {
+            if let Some(u) = v.get(nested).and_then(|m| m.get("usage")) {
+                self.apply_counts(u);
+            }
+        }
+        if self.model.is_none() {
+            let model = v
+                .get("model")
+                .or_else(|| v.get("modelVersion"))
+                .or_else(|| v.get("message").and_then(|m| m.get("model")))
+                .or_else(|| v.get("response").and_then(|m| m.get("model")))
+                .and_then(Value::as_str);
+            if let Some(m) = model {
+                self.model = Some(crate::logging::sanitize(m, 100).into_owned());
+            }
+        }
+    }
+
+    fn apply_counts(&mut self, u: &Value) {
+        let num = |keys: &[&str]| keys.iter().find_map(|k| u.get(*k).and_then(Value::as_u64));
+        if let Some(n) = num(&["prompt_tokens", "input_tokens"]) {
+            self.input = Some(n);
+        }
+        if let Some(n) = num(&["completion_tokens", "output_tokens"]) {
+            self.output = Some(n);
+        }
+        let cached = u
+            .get("cache_read_input_tokens")
+            .or_else(|| {
+                u.get("prompt_tokens_details")
+                    .and_then(|d| d.get("cached_tokens"))
+            })
+            .or_else(|| {
+                u.get("input_tokens_details")
+                    .and_then(|d| d.get("cached_tokens"))
+            })
+            .and_then(Value::as_u64);
+        if let Some(n) = cached {
+            self.cache_read = Some(n);
+        }
+        if let Some(n) = num(&["cache_creation_input_tokens"]) {
+            self.cache_write = Some(n);
+        }
+    }
+
+    fn apply_gemini(&mut self, u: &Value) {
+        let num = |k: &str| u.get(k).and_then(Value::as_u64);
+        if let Some(n) = num("promptTokenCount") {
+            self.input = Some(n);
+        }
+        if let Some(n) = num("candidatesTokenCount") {
+            self.output = Some(n);
+        }
+        if let Some(n) = num("cachedContentTokenCount") {
+            self.cache_read = Some(n);
+        }
+    }
+}
+
+/// Body framing the tap understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Sse,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Gzip,
+    Brotli,
+}
+
+/// Reads SSE `data:` lines incrementally, parsing only lines that can carry usage or model.
+#[derive(Debug, Default)]
+pub struct SseScanner {
+    line: Vec<u8>,
+    skipping: bool,
+}
+
+impl SseScanner {
+    pub fn feed(&mut self, mut bytes: &[u8], usage: &mut Usage) {
+        while !bytes.is_empty() {
+            match bytes.iter().position(|b| *b == b'\n') {
+                Some(nl) => {
+                    let (head, rest) = bytes.split_at(nl);
+                    if !self.skipping {
+                        if self.line.is_empty() {
+                            parse_line(head, usage);
+                        } else {
+                            self.line.extend_from_slice(head);
+                            let line = std::mem::take(&mut self.line);
+                            parse_line(&line, usage);
+                            self.line = line;
+                            self.line.clear();
+                        }
+                    }
+                    self.skipping = false;
+                    self.line.clear();
+                    bytes = &rest[1..];
+                }
+                None => {
+                    if !self.skipping {
+                        if self.line.len() + bytes.len() > MAX_SSE_LINE {
+                            self.skipping = true;
+                            self.line.clear();
+                        } else {
+                            self.line.extend_from_slice(bytes);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn parse_line(line: &[u8], usage: &mut Usage) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(data) = line.strip_prefix(b"data:") else {
+        return;
+    };
+    let wanted = usage.model.is_none() || contains(data, b"sage");
+    if !wanted {
+        return;
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii()) {
+        usage.apply(&v);
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// What the body wrapper feeds frames to.
+#[derive(Debug)]
+pub enum UsageTap {
+    Sse {
+        scanner: SseScanner,
+        usage: Usage,
+    },
+    Kept {
+        format: Format,
+        encoding: Option<Encoding>,
+        chunks: Vec<Bytes>,
+        size: usize,
+    },
+    Unparsed,
+}
+
+/// What is left to do when the body ended.
+pub enum Finished {
+    Ready(Usage),
+    /// Decode (gzip/br) and parse, off the request path.
+    Decode {
+        format: Format,
+        encoding: Option<Encoding>,
+        chunks: Vec<Bytes>,
+    },
+    Unparsed,
+}
+
+impl UsageTap {
+    /// The tap for a response, or `None` when it carries no usage (not JSON or SSE).
+    pub fn for_response(headers: &HeaderMap) -> Option<UsageTap> {
+        let ctype = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let format = if ctype.starts_with("text/event-stream") {
+            Format::Sse
+        } else if ctype.starts_with("application/json") {
+            Format::Json
+        } else {
+            return None;
+        };
+        let encoding = match headers.get(CONTENT_ENCODING).map(|v| v.as_bytes()) {
+            None | Some(b"identity") => None,
+            Some(b"gzip" | b"x-gzip") => Some(Encoding::Gzip),
+            Some(b"br") => Some(Encoding::Brotli),
+            Some(_) => return Some(UsageTap::Unparsed),
+        };
+        Some(match (format, encoding) {
+            (Format::Sse, None) => UsageTap::Sse {
+                scanner: SseScanner::default(),
+                usage: Usage::default(),
+            },
+            _ => UsageTap::Kept {
+                format,
+                encoding,
+                chunks: Vec::new(),
+                size: 0,
+            },
+        })
+    }
+
+    /// Looks at one data frame as it passes.
+    pub fn observe(&mut self, data: &Bytes) {
+        match self {
+            UsageTap::Sse { scanner, usage } => scanner.feed(data, usage),
+            UsageTap::Kept { chunks, size, .. } => {
+                *size += data.len();
+                if *size > MAX_INSPECTED_BODY {
+                    *self = UsageTap::Unparsed;
+                } else {
+                    chunks.push(data.clone());
+                }
+            }
+            UsageTap::Unparsed => {}
+        }
+    }
+
+    pub fn finish(self) -> Finished {
+        match self {
+            UsageTap::Sse { usage, .. } => Finished::Ready(usage),
+            UsageTap::Kept {
+                format,
+                encoding: None,
+                chunks,
+                ..
+            } if format == Format::Json => {
+                let mut usage = Usage::default();
+                let body: Vec<u8> = chunks.concat();
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    usage.apply(&v);
+                }
+                Finished::Ready(usage)
+            }
+            UsageTap::Kept {
+                format,
+                encoding,
+                chunks,
+                ..
+            } => Finished::Decode {
+                format,
+                encoding,
+                chunks,
+            },
+            UsageTap::Unparsed => Finished::Unparsed,
+        }
+    }
+}
+
+/// Decodes a kept body and reads its usage (blocking work: call from a blocking thread).
+/// A body cut short decodes as far as it goes.
+pub fn decode_and_read(format: Format, encoding: Option<Encoding>, chunks: &[Bytes]) -> Usage {
+    let raw: Vec<u8> = chunks.concat();
+    let mut plain = Vec::new();
+    let limited = |r: &mut dyn Read, out: &mut Vec<u8>| {
+        let _ = r.take(MAX_INSPECTED_BODY as u64 * 4).read_to_end(out);
+    };
+    match encoding {
+        None => plain = raw,
+        Some(Encoding::Gzip) => {
+            limited(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut plain)
+        }
+        Some(Encoding::Brotli) => limited(
+            &mut brotli_decompressor::Decompressor::new(&raw[..], 4096),
+            &mut plain,
+        ),
+    }
+    let mut usage = Usage::default();
+    match format {
+        Format::Json => {
+            if let Ok(v) = serde_json::from_slice::<Value>(&plain) {
+                usage.apply(&v);
+            }
+        }
+        Format::Sse => SseScanner::default().feed(&plain, &mut usage),
+    }
+    usage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sse(text: &str, split: usize) -> Usage {
+        let mut usage = Usage::default();
+        let mut s = SseScanner::default();
+        for chunk in text.as_bytes().chunks(split) {
+            s.feed(chunk, &mut usage);
+        }
+        usage
+    }
+
+    #[test]
+    fn openai_chat_stream_with_usage_chunk() {
+        let text = "data: {\"model\":\"gpt-4o\",\"choices\":[]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":3}}}\n\ndata: [DONE]\n\n";
+        for split in [1, 7, 1000] {
+            let u = sse(text, split);
+            assert_eq!(
+                (u.input, u.output, u.cache_read),
+                (Some(11), Some(7), Some(3)),
+                "split {split}"
+            );
+            assert_eq!(u.model.as_deref(), Some("gpt-4o"));
+        }
+    }
+
+    #[test]
+    fn anthropic_stream_output_is_cumulative() {
+        let text = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude\",\"usage\":{\"input_tokens\":20,\"cache_read_input_tokens\":4,\"cache_creation_input_tokens\":2,\"output_tokens\":1}}}\r\n\r\nevent: message_delta\r\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\r\n\r\n";
+        let u = sse(text, 5);
+        assert_eq!(u.counts(), [20, 15, 4, 2]);
+        assert_eq!(u.model.as_deref(), Some("claude"));
+    }
+
+    #[test]
+    fn responses_api_and_gemini() {
+        let text = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-5\",\"usage\":{\"input_tokens\":9,\"output_tokens\":4,\"input_tokens_details\":{\"cached_tokens\":1}}}}\n\n";
+        assert_eq!(sse(text, 3).counts(), [9, 4, 1, 0]);
+        let mut u = Usage::default();
+        u.apply(&serde_json::json!({"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":6,"cachedContentTokenCount":2},"modelVersion":"gemini-2"}));
+        assert_eq!(u.counts(), [5, 6, 2, 0]);
+        assert_eq!(u.model.as_deref(), Some("gemini-2"));
+    }
+
+    #[test]
+    fn gzip_and_brotli_decode() {
+        use std::io::Write;
+        let body = br#"{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(body).unwrap();
+        let gz = gz.finish().unwrap();
+        let u = decode_and_read(Format::Json, Some(Encoding::Gzip), &[Bytes::from(gz)]);
+        assert_eq!(u.counts(), [3, 4, 0, 0]);
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, "application/json".parse().unwrap());
+        headers.insert(CONTENT_ENCODING, "zstd".parse().unwrap());
+        assert!(matches!(
+            UsageTap::for_response(&headers),
+            Some(UsageTap::Unparsed)
+        ));
+    }
+
+    #[test]
+    fn overlong_lines_are_skipped_not_buffered() {
+        let mut usage = Usage::default();
+        let mut s = SseScanner::default();
+        let long = vec![b'x'; MAX_SSE_LINE + 10];
+        s.feed(b"data: ", &mut usage);
+        s.feed(&long, &mut usage);
+        assert!(s.line.is_empty());
+        s.feed(b"\ndata: {\"usage\":{\"prompt_tokens\":1}}\n", &mut usage);
+        assert_eq!(usage.input, Some(1));
+    }
+}
