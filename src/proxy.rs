@@ -326,7 +326,7 @@ struct End {
 }
 
 impl Completion {
-    fn finish(self: Box<Self>, end: End, usage: Option<Usage>) {
+    fn finish(self, end: End, usage: Option<Usage>) {
         let usage = usage.filter(Usage::has_tokens);
         if let Some(u) = &usage {
             self.route.metrics.tokens(u.counts());

@@ -264,11 +264,11 @@ impl UsageTap {
         match self {
             UsageTap::Sse { usage, .. } => Finished::Ready(usage),
             UsageTap::Kept {
-                format,
+                format: Format::Json,
                 encoding: None,
                 chunks,
                 ..
-            } if format == Format::Json => {
+            } => {
                 let mut usage = Usage::default();
                 let body: Vec<u8> = chunks.concat();
                 if let Ok(v) = serde_json::from_slice::<Value>(&body) {
