@@ -50,6 +50,8 @@ pub(crate) struct MockBody {
     kind: Kind,
     done: bool,
     shared: Arc<Shared>,
+    /// When set, every frame is gzip-compressed (sync-flushed, so events still stream).
+    gzip: Option<flate2::write::GzEncoder<Vec<u8>>>,
 }
 
 impl MockBody {
@@ -61,6 +63,44 @@ impl MockBody {
             kind: Kind::Full((!done).then_some(data)),
             done,
             shared: shared.clone(),
+            gzip: None,
+        }
+    }
+
+    /// The same body, gzip-compressed frame by frame (`content-encoding: gzip`).
+    pub(crate) fn gzipped(mut self) -> MockBody {
+        self.gzip = Some(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
+        self
+    }
+
+    /// Compresses one plain frame, or ends the gzip stream when the plain body ended.
+    fn compress(
+        &mut self,
+        plain: Poll<Option<Result<Frame<Bytes>, io::Error>>>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        use std::io::Write;
+        let Some(enc) = self.gzip.as_mut() else {
+            return plain;
+        };
+        match plain {
+            Poll::Ready(Some(Ok(frame))) => {
+                let data = frame.into_data().unwrap_or_default();
+                let _ = enc.write_all(&data);
+                let _ = enc.flush();
+                let out = std::mem::take(enc.get_mut());
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+            }
+            Poll::Ready(None) => match self.gzip.take() {
+                Some(enc) => {
+                    let tail = enc.finish().unwrap_or_default();
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))))
+                }
+                None => Poll::Ready(None),
+            },
+            other => other,
         }
     }
 
@@ -84,6 +124,7 @@ impl MockBody {
             }),
             done: false,
             shared: shared.clone(),
+            gzip: None,
         }
     }
 
@@ -107,6 +148,33 @@ impl Body for MockBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
+        let plain = this.poll_plain(cx);
+        this.compress(plain)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.gzip.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.gzip.is_some() {
+            return SizeHint::default();
+        }
+        match &self.kind {
+            Kind::Full(Some(data)) if !self.done => SizeHint::with_exact(data.len() as u64),
+            Kind::Full(_) => SizeHint::with_exact(0),
+            Kind::Paced(Paced { size: Some(n), .. }) => SizeHint::with_exact(*n),
+            Kind::Paced(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl MockBody {
+    fn poll_plain(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self;
         if this.done {
             return Poll::Ready(None);
         }
@@ -158,24 +226,11 @@ impl Body for MockBody {
             }
         }
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Full(Some(data)) if !self.done => SizeHint::with_exact(data.len() as u64),
-            Kind::Full(_) => SizeHint::with_exact(0),
-            Kind::Paced(Paced { size: Some(n), .. }) => SizeHint::with_exact(*n),
-            Kind::Paced(_) => SizeHint::default(),
-        }
-    }
 }
 
 impl Drop for MockBody {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done || self.gzip.is_some() {
             self.shared.add_cancelled();
         }
     }

@@ -187,15 +187,29 @@ pub(crate) async fn handle(
         headers: parts.headers,
         body: read,
     };
-    if is_mock {
-        mock_route(&shared, &req).await
+    let resp = if is_mock {
+        return mock_route(&shared, &req).await;
     } else if req.path.starts_with("/v1/messages") {
         anthropic::handle(&shared, &req)
     } else if req.path.starts_with("/v1beta/") {
         gemini::handle(&shared, &req)
     } else {
         openai::handle(&shared, &req)
+    };
+    // Like the real APIs: gzip when the client accepts it.
+    let gzip = req
+        .header("accept-encoding")
+        .is_some_and(|v| v.contains("gzip"));
+    if gzip && resp.status() == StatusCode::OK {
+        let (mut parts, body) = resp.into_parts();
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        parts.headers.insert(
+            http::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+        return Response::from_parts(parts, body.gzipped());
     }
+    resp
 }
 
 /// One `/mock/sse`-style event: `id: i` and a JSON data line of about `size` bytes carrying the
