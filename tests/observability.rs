@@ -59,9 +59,12 @@ const MSG: &str =
 const MSG_STREAM: &str = r#"{"model":"claude-x","max_tokens":9,"stream":true,"messages":[]}"#;
 const GEM: &str = r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#;
 
+/// (id, provider index, path, body, chunks, expected (input, output)).
+type BaseCase = (&'static str, usize, &'static str, &'static str, u64, Option<(u64, u64)>);
+
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
-    let base: [(&str, usize, &str, &str, u64, Option<(u64, u64)>); 8] = [
+    let base: [BaseCase; 8] = [
         ("chat", 0, "/v1/chat/completions", CHAT, 3, Some((11, 3))),
         (
             "chat-stream-usage",
