@@ -38,6 +38,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -17,11 +17,19 @@ const EXIT_CONFIG: u8 = 64;
 /// Keeps LLM API keys out of an AI agent's reach: one local listener per provider, the real
 /// key injected, TLS to the provider, responses streamed back as they arrive.
 #[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
     /// The YAML config file.
     #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Validate the config, print the resolved plan (secrets redacted) and exit.
     #[arg(long)]
     check: bool,
@@ -33,9 +41,19 @@ struct Args {
     log_level: String,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Exit 0 iff URL (default the admin /ready) answers 200; for container healthchecks.
+    Health {
+        /// The URL to probe (plain http).
+        #[arg(default_value = llm_keyproxy::health::DEFAULT_URL)]
+        url: String,
+    },
+}
+
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
@@ -45,11 +63,42 @@ fn main() -> ExitCode {
             };
         }
     };
+    match cli.command {
+        Some(Command::Health { url }) => health(&url),
+        None => serve(cli.serve),
+    }
+}
+
+fn health(url: &str) -> ExitCode {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("llm-keyproxy health: cannot start the runtime");
+        return ExitCode::from(1);
+    };
+    match rt.block_on(llm_keyproxy::health::probe(
+        url,
+        llm_keyproxy::health::DEFAULT_TIMEOUT,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("llm-keyproxy health: {why}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let Some(config) = args.config else {
+        eprintln!("llm-keyproxy: --config FILE is required (see --help)");
+        return ExitCode::from(EXIT_CONFIG);
+    };
     let env = |name: &str| std::env::var(name).ok();
-    let plan = match Plan::load(&args.config, &env) {
+    let plan = match Plan::load(&config, &env) {
         Ok(plan) => plan,
         Err(errors) => {
-            eprint!("llm-keyproxy: {} {errors}", args.config.display());
+            eprint!("llm-keyproxy: {} {errors}", config.display());
             return ExitCode::from(EXIT_CONFIG);
         }
     };
