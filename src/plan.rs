@@ -99,6 +99,16 @@ pub struct ProviderPlan {
     pub proxy: Option<ProxyTarget>,
     /// Where `proxy` was chosen: `upstream_proxy` in the file, an environment variable, or none.
     pub proxy_source: &'static str,
+    /// Sliding-window request limits; `None` = unlimited.
+    pub rate_limit: Option<RateLimitPlan>,
+}
+
+/// Per-provider limits over sliding windows (each optional).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitPlan {
+    pub requests_per_minute: Option<u64>,
+    pub requests_per_hour: Option<u64>,
+    pub bytes_per_minute: Option<u64>,
 }
 
 /// The header that carries the key, built once; `Debug` never shows the value.
@@ -136,6 +146,7 @@ const PROVIDER_KEYS: &[&str] = &[
     "upstream",
     "upstream_address",
     "auth",
+    "rate_limit",
 ];
 
 impl Plan {
@@ -253,6 +264,16 @@ impl Plan {
                 }
             };
             let _ = writeln!(out, "  credential: {cred}");
+            if let Some(r) = &p.rate_limit {
+                let show = |v: Option<u64>| v.map_or("unlimited".to_owned(), |n| n.to_string());
+                let _ = writeln!(
+                    out,
+                    "  rate limit: {} requests/minute, {} requests/hour, {} bytes/minute",
+                    show(r.requests_per_minute),
+                    show(r.requests_per_hour),
+                    r.bytes_per_minute.map_or("unlimited".to_owned(), show_size)
+                );
+            }
         }
         out
     }
@@ -410,6 +431,44 @@ pub fn load_pem_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String
     }
 }
 
+fn rate_limit(node: &Node, errors: &mut Errors) -> Option<RateLimitPlan> {
+    let map = node.map(
+        &[
+            "requests_per_minute",
+            "requests_per_hour",
+            "bytes_per_minute",
+        ],
+        errors,
+    )?;
+    let count = |key: &str, errors: &mut Errors| {
+        let n = map.get(key)?;
+        match n.value.as_u64() {
+            Some(v) if v > 0 => Some(v),
+            _ => {
+                errors.push(
+                    &n.path,
+                    "must be a whole number above 0 (leave the key out for no limit)",
+                );
+                None
+            }
+        }
+    };
+    let plan = RateLimitPlan {
+        requests_per_minute: count("requests_per_minute", errors),
+        requests_per_hour: count("requests_per_hour", errors),
+        bytes_per_minute: map
+            .get("bytes_per_minute")
+            .and_then(|n| match n.size(errors) {
+                Some(0) => {
+                    errors.push(&n.path, "must be above 0 (leave the key out for no limit)");
+                    None
+                }
+                other => other,
+            }),
+    };
+    Some(plan)
+}
+
 fn observability(node: &Node, errors: &mut Errors) -> Option<Observability> {
     let map = node.map(&["token_usage", "usage_file"], errors)?;
     let mut o = Observability::default();
@@ -558,6 +617,7 @@ fn provider(
     });
 
     let auth = auth(&map, preset, &node.path, errors);
+    let rate_limit = map.get("rate_limit").and_then(|n| rate_limit(&n, errors));
     let key_ref = match map.get("api_key") {
         Some(n) => n.string(errors).and_then(|s| {
             SecretRef::parse(s)
@@ -615,6 +675,7 @@ fn provider(
         extras: preset.map(|p| p.extras).unwrap_or_default(),
         proxy: None,
         proxy_source: "none",
+        rate_limit,
     })
 }
 
