@@ -23,6 +23,8 @@ pub enum ProxyError {
     Timeout(std::time::Duration),
     /// The process is draining.
     ShuttingDown,
+    /// A configured rate limit is reached.
+    RateLimited(crate::ratelimit::Limited),
 }
 
 impl ProxyError {
@@ -34,6 +36,7 @@ impl ProxyError {
             ProxyError::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -46,6 +49,15 @@ impl ProxyError {
             ProxyError::Unavailable { .. } => "upstream_unavailable",
             ProxyError::Timeout(_) => "upstream_timeout",
             ProxyError::ShuttingDown => "shutting_down",
+            ProxyError::RateLimited(_) => "rate_limit_error",
+        }
+    }
+
+    /// The bounded `reason` label of `keyproxy_rejections_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::RateLimited(_) => "rate_limited",
+            other => other.kind(),
         }
     }
 
@@ -53,7 +65,10 @@ impl ProxyError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            ProxyError::Unavailable { .. } | ProxyError::Timeout(_) | ProxyError::ShuttingDown
+            ProxyError::Unavailable { .. }
+                | ProxyError::Timeout(_)
+                | ProxyError::ShuttingDown
+                | ProxyError::RateLimited(_)
         )
     }
 
@@ -82,6 +97,12 @@ impl ProxyError {
                 crate::config::show_duration(*after)
             ),
             ProxyError::ShuttingDown => "llm-keyproxy is shutting down; retry on a new connection".into(),
+            ProxyError::RateLimited(l) => format!(
+                "rate limit reached for provider {provider}: {} {} ; retry after {} s",
+                l.limit,
+                l.which.replace('_', " "),
+                l.retry_after
+            ),
         }
     }
 
@@ -108,8 +129,21 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         h.insert(crate::headers::X_REQUEST_ID.clone(), request_id.clone());
-        if matches!(self, ProxyError::ShuttingDown) {
-            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        match &self {
+            ProxyError::ShuttingDown => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ProxyError::RateLimited(l) => {
+                let reset = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+                    + l.retry_after;
+                h.insert(header::RETRY_AFTER, HeaderValue::from(l.retry_after.max(1)));
+                h.insert("x-ratelimit-limit", HeaderValue::from(l.limit));
+                h.insert("x-ratelimit-remaining", HeaderValue::from(0u64));
+                h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+            }
+            _ => {}
         }
         resp
     }

@@ -36,6 +36,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod endpoints;
 pub mod error;
 pub mod headers;
 pub mod health;
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod plan;
 pub mod provider;
 pub mod proxy;
+pub mod ratelimit;
 pub mod secret;
 pub mod upstream;
 pub mod upstream_proxy;
@@ -149,6 +151,8 @@ pub async fn run(
         admin_drain.handle(),
     ));
 
+    let directory = Arc::new(endpoints::Directory::default());
+    let mut routes = Vec::with_capacity(provider_count);
     for ((provider, listener), addr) in plan.providers.into_iter().zip(bound.providers).zip(addrs) {
         match &provider.credential {
             Credential::Configured { .. } => tracing::info!(
@@ -171,7 +175,9 @@ pub async fn run(
         let mut route = Route::new(provider, client, plan.limits, shared.clone(), metrics);
         route.token_usage = plan.observability.token_usage;
         route.usage_log = usage_log.clone();
+        route.directory = directory.clone();
         let route = Arc::new(route);
+        routes.push(route.clone());
         tokio::spawn(listener::serve(
             listener,
             move || {
@@ -182,6 +188,10 @@ pub async fn run(
         ));
     }
 
+    let squid = routes
+        .iter()
+        .find_map(|r| r.provider.proxy.as_ref().map(|p| p.to_string()));
+    directory.fill(routes, squid);
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!(event = "startup", version = env!("CARGO_PKG_VERSION"), admin = %plan.admin_listen, providers = provider_count);
 

@@ -38,13 +38,14 @@ const DURATION_BUCKETS: [f64; 20] = [
 ];
 
 /// Rejection reasons (the `type` of the proxy's JSON errors).
-pub const REASONS: [&str; 6] = [
+pub const REASONS: [&str; 7] = [
     "invalid_request",
     "request_too_large",
     "provider_not_configured",
     "upstream_unavailable",
     "upstream_timeout",
     "shutting_down",
+    "rate_limited",
 ];
 /// Upstream error kinds.
 pub const ERROR_KINDS: [&str; 5] = ["connect", "tls", "proxy_connect", "timeout", "reset"];
@@ -286,6 +287,15 @@ impl ProviderMetrics {
             None => return,
         };
         counter.inc();
+    }
+
+    /// Requests answered so far (all statuses).
+    pub fn total_requests(&self) -> u64 {
+        self.by_status
+            .iter()
+            .filter_map(|c| c.get())
+            .map(|c| c.get())
+            .sum()
     }
 
     pub fn rejection(&self, reason: &str) {

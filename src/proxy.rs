@@ -40,6 +40,9 @@ pub struct Route {
     /// Read token usage from responses.
     pub token_usage: bool,
     pub usage_log: Option<UsageLog>,
+    pub limiter: Option<crate::ratelimit::RateLimiter>,
+    /// Every route of the process, for the AWF `/health` and `/reflect` answers.
+    pub directory: Arc<crate::endpoints::Directory>,
     /// The upstream host, shared by every log line of this route.
     upstream_host: Arc<str>,
     provider_name: Arc<str>,
@@ -56,13 +59,15 @@ impl Route {
         Route {
             upstream_host: Arc::from(provider.host.as_str()),
             provider_name: Arc::from(provider.name.as_str()),
-            provider,
             client,
             limits,
             shared,
             metrics,
             token_usage: true,
             usage_log: None,
+            limiter: provider.rate_limit.map(crate::ratelimit::RateLimiter::new),
+            directory: Arc::default(),
+            provider,
         }
     }
 }
@@ -96,6 +101,9 @@ pub async fn handle(
     route: Arc<Route>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    if let Some(resp) = crate::endpoints::answer(&route, &req) {
+        return Ok(resp);
+    }
     let active = Active::new(&route.metrics.active_requests);
     let info = RequestInfo {
         request_id: headers::request_id(req.headers()),
@@ -108,7 +116,7 @@ pub async fn handle(
         Err(err) => {
             let m = &route.metrics;
             m.request(err.status().as_u16());
-            m.rejection(err.kind());
+            m.rejection(err.reason());
             if let Some(kind) = err.upstream_kind() {
                 m.upstream_error(kind);
             }
@@ -132,7 +140,10 @@ async fn forward(
     if matches!(route.provider.credential, Credential::Missing(_)) {
         return Err(ProxyError::NotConfigured);
     }
-    check_declared_size(&req, route.limits.max_request_body)?;
+    let declared = check_declared_size(&req, route.limits.max_request_body)?;
+    if let Some(limiter) = &route.limiter {
+        limiter.check(declared).map_err(ProxyError::RateLimited)?;
+    }
 
     let stats = Arc::new(RequestStats::default());
     let upstream_req = upstream_request(route, req, &path_and_query, &info.request_id, &stats)?;
@@ -184,7 +195,8 @@ fn check_target(req: &Request<Incoming>) -> Result<PathAndQuery, ProxyError> {
 }
 
 /// Step 4a: a declared body over the cap is refused before the upstream is contacted.
-fn check_declared_size(req: &Request<Incoming>, limit: u64) -> Result<(), ProxyError> {
+/// Returns the declared length (0 when none), which rate limits count.
+fn check_declared_size(req: &Request<Incoming>, limit: u64) -> Result<u64, ProxyError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -192,7 +204,7 @@ fn check_declared_size(req: &Request<Incoming>, limit: u64) -> Result<(), ProxyE
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(n) if n > limit => Err(ProxyError::TooLarge { limit }),
-        _ => Ok(()),
+        n => Ok(n.unwrap_or(0)),
     }
 }
 

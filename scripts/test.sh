@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The test command: Rust unit/integration tests, the Python end-to-end suite (real SDKs, curl,
+# CLI and shutdown behaviour), the network-namespace topology test when present, and a check
+# that no log of any of them contains the test key. Ends with one line `N passed, M failed`.
+#
+# Usage: scripts/test.sh            (from any directory)
+# Env:   KEYPROXY_REQUIRE_ROOT_TESTS=1  fail instead of skipping tests that need root
+#        PYTEST_ADDOPTS                 extra pytest options (standard pytest variable)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+LOGS=target/test-logs
+
+passed=0
+failed=0
+notes=()
+
+note() { notes+=("$1"); echo "test.sh: $1" >&2; }
+
+rm -rf "$LOGS" && mkdir -p "$LOGS"
+
+# --- 1. Rust ------------------------------------------------------------------------------
+build_ok=1
+echo "==> cargo build --workspace --all-targets"
+if ! cargo build --workspace --all-targets 2>&1 | tee "$LOGS/cargo-build.out"; then
+    build_ok=0
+    failed=$((failed + 1))
+    note "cargo build failed (see $LOGS/cargo-build.out)"
+fi
+
+if [[ $build_ok == 1 ]]; then
+    echo "==> cargo test --workspace"
+    set +e
+    cargo test --workspace 2>&1 | tee "$LOGS/cargo-test.out"
+    cargo_rc=${PIPESTATUS[0]}
+    set -e
+    # Sum every "test result: ok. 12 passed; 0 failed; ..." line (unit, integration, doc tests).
+    read -r cp cf < <(awk '/^test result:/ {
+            for (i = 1; i <= NF; i++) {
+                if ($(i) ~ /^passed;?$/) p += $(i-1);
+                if ($(i) ~ /^failed;?$/) f += $(i-1);
+            }
+        } END { print p + 0, f + 0 }' "$LOGS/cargo-test.out")
+    passed=$((passed + cp))
+    failed=$((failed + cf))
+    if [[ $cargo_rc != 0 && $cf == 0 ]]; then
+        failed=$((failed + 1))   # e.g. a test binary failed to build or crashed
+        note "cargo test exited $cargo_rc without a failed test in its summary"
+    elif [[ $cargo_rc != 0 ]]; then
+        note "cargo test: $cf failed"
+    fi
+fi
+
+# --- 2. Python end-to-end suite -----------------------------------------------------------
+venv_ok=1
+req=tests/e2e/requirements.txt
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import sys' 2>/dev/null; then
+    echo "==> python3 -m venv .venv"
+    rm -rf .venv
+    if ! python3 -m venv .venv; then
+        venv_ok=0
+        failed=$((failed + 1))
+        note "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+    fi
+fi
+if [[ $venv_ok == 1 ]]; then
+    want=$(sha256sum "$req" | cut -d' ' -f1)
+    have=$(cat .venv/.requirements.sha256 2>/dev/null || true)
+    if [[ $want != "$have" ]]; then
+        echo "==> pip install -r $req"
+        if .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req"; then
+            echo "$want" > .venv/.requirements.sha256
+        else
+            venv_ok=0
+            failed=$((failed + 1))
+            note "pip install -r $req failed"
+        fi
+    fi
+fi
+
+if [[ $build_ok == 1 && $venv_ok == 1 ]]; then
+    echo "==> pytest tests/e2e"
+    set +e
+    PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e 2>&1 \
+        | tee "$LOGS/pytest.out"
+    py_rc=${PIPESTATUS[0]}
+    set -e
+    # The closing line, e.g. "2 failed, 36 passed, 1 error, 5 warnings in 14.99s".
+    summary=$(grep -E '^=*[ ]*[0-9]+ (passed|failed|errors?|skipped|deselected)|no tests ran' \
+        "$LOGS/pytest.out" | tail -n 1 || true)
+    pp=$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+    pf=$(grep -oE '[0-9]+ failed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+    pe=$(grep -oE '[0-9]+ errors?' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+    passed=$((passed + pp))
+    failed=$((failed + pf + pe))
+    if [[ $py_rc != 0 && $((pf + pe)) == 0 ]]; then
+        failed=$((failed + 1))   # no tests collected (5), session-level failure, crash ...
+        note "pytest exited $py_rc without a failed test in its summary"
+    elif [[ $py_rc != 0 ]]; then
+        note "pytest: $pf failed, $pe errors"
+    fi
+else
+    note "pytest not run (build or venv failed)"
+fi
+
+# --- 3. network-namespace topology test (needs root) --------------------------------------
+if [[ -f tests/netns/run.sh ]]; then
+    if [[ $(id -u) == 0 ]]; then
+        echo "==> tests/netns/run.sh"
+        set +e
+        bash tests/netns/run.sh 2>&1 | tee "$LOGS/netns.out"
+        ns_rc=${PIPESTATUS[0]}
+        set -e
+        # Count its own "N passed, M failed" line when it prints one, else 1 test.
+        line=$(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$LOGS/netns.out" | tail -n 1 || true)
+        if [[ -n $line ]]; then
+            np=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+')
+            nf=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
+        elif [[ $ns_rc == 0 ]]; then
+            np=1 nf=0
+        else
+            np=0 nf=1
+        fi
+        if [[ $ns_rc != 0 && $nf == 0 ]]; then nf=1; fi
+        passed=$((passed + np))
+        failed=$((failed + nf))
+        [[ $ns_rc == 0 ]] || note "tests/netns/run.sh exited $ns_rc"
+    elif [[ ${KEYPROXY_REQUIRE_ROOT_TESTS:-0} == 1 ]]; then
+        failed=$((failed + 1))
+        note "netns topology test needs root, and KEYPROXY_REQUIRE_ROOT_TESTS=1"
+    else
+        echo "netns topology test skipped: needs root"
+    fi
+fi
+
+# --- 4. the test key must appear in no log ------------------------------------------------
+leaks=$(grep -rl -e KPCANARY -e 4e5f6789 "$LOGS" || true)
+if [[ -n $leaks ]]; then
+    failed=$((failed + 1))
+    note "the test key (or a piece of it) appears in these logs:"
+    printf '  %s\n' $leaks >&2
+else
+    echo "canary check: no log under $LOGS contains the test key"
+fi
+
+# --- summary ------------------------------------------------------------------------------
+if ((${#notes[@]})); then
+    echo "problems:"
+    printf '  - %s\n' "${notes[@]}"
+fi
+echo "logs: $ROOT/$LOGS"
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]

@@ -1,0 +1,129 @@
+//! AWF compatibility endpoints on provider ports, answered locally and never proxied:
+//! `GET /health` (aggregate on the first provider port, per provider elsewhere) and
+//! `GET /reflect` (every endpoint). They never touch the upstream.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::body::ProxyBody;
+use crate::plan::Credential;
+use crate::proxy::Route;
+
+/// Every route of the process, filled in once all listeners are bound.
+#[derive(Default)]
+pub struct Directory {
+    routes: OnceLock<Vec<Arc<Route>>>,
+    /// The egress shown as `squid_proxy` (redacted), if any.
+    pub squid_proxy: OnceLock<Option<String>>,
+}
+
+impl Directory {
+    pub fn fill(&self, routes: Vec<Arc<Route>>, squid_proxy: Option<String>) {
+        let _ = self.routes.set(routes);
+        let _ = self.squid_proxy.set(squid_proxy);
+    }
+
+    fn routes(&self) -> &[Arc<Route>] {
+        self.routes.get().map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The local answer for `/health` and `/reflect`, or `None` to proxy the request.
+pub fn answer<B>(route: &Arc<Route>, req: &Request<B>) -> Option<Response<ProxyBody>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return None;
+    }
+    match req.uri().path() {
+        "/health" => Some(health(route)),
+        "/reflect" => Some(reflect(route)),
+        _ => None,
+    }
+}
+
+fn configured(route: &Route) -> bool {
+    matches!(route.provider.credential, Credential::Configured { .. })
+}
+
+fn health(route: &Arc<Route>) -> Response<ProxyBody> {
+    let dir = &route.directory;
+    let first = dir.routes().first().is_some_and(|r| Arc::ptr_eq(r, route));
+    if first {
+        let mut providers = Map::new();
+        let mut limits = Map::new();
+        let (mut total, mut active) = (0u64, 0i64);
+        for r in dir.routes() {
+            providers.insert(r.provider.name.clone(), Value::Bool(configured(r)));
+            total += r.metrics.total_requests();
+            active += r.metrics.active_requests.get();
+            let limit = match &r.limiter {
+                Some(l) => json!({
+                    "enabled": true,
+                    "requests_per_minute": l.plan.requests_per_minute,
+                    "requests_per_hour": l.plan.requests_per_hour,
+                    "bytes_per_minute": l.plan.bytes_per_minute,
+                    "usage": l.usage(),
+                }),
+                None => json!({"enabled": false}),
+            };
+            limits.insert(r.provider.name.clone(), limit);
+        }
+        let body = json!({
+            "status": "healthy",
+            "service": "awf-api-proxy",
+            "squid_proxy": dir.squid_proxy.get().cloned().flatten(),
+            "providers": providers,
+            "metrics_summary": {"total_requests": total, "active_requests": active},
+            "rate_limits": limits,
+        });
+        return reply(StatusCode::OK, &body);
+    }
+    let service = format!("awf-api-proxy-{}", route.provider.name);
+    match &route.provider.credential {
+        Credential::Configured { .. } => reply(
+            StatusCode::OK,
+            &json!({"status": "healthy", "service": service}),
+        ),
+        Credential::Missing(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "status": "not_configured",
+                "service": service,
+                "error": format!("{} has no API key configured", route.provider.name),
+            }),
+        ),
+    }
+}
+
+fn reflect(route: &Arc<Route>) -> Response<ProxyBody> {
+    let endpoints: Vec<Value> = route
+        .directory
+        .routes()
+        .iter()
+        .map(|r| {
+            json!({
+                "provider": r.provider.name,
+                "port": r.provider.listen.port(),
+                "base_url": format!("http://{}", r.provider.listen),
+                "upstream": format!("https://{}{}", r.provider.host, r.provider.base_path),
+                "configured": configured(r),
+            })
+        })
+        .collect();
+    reply(
+        StatusCode::OK,
+        &json!({"service": "awf-api-proxy", "endpoints": endpoints}),
+    )
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
