@@ -34,6 +34,7 @@
 )]
 
 pub mod admin;
+pub mod awf;
 pub mod body;
 pub mod config;
 pub mod endpoints;
@@ -153,7 +154,10 @@ pub async fn run(
 
     let directory = Arc::new(endpoints::Directory::default());
     let mut routes = Vec::with_capacity(provider_count);
-    for ((provider, listener), addr) in plan.providers.into_iter().zip(bound.providers).zip(addrs) {
+    for ((mut provider, listener), addr) in
+        plan.providers.into_iter().zip(bound.providers).zip(addrs)
+    {
+        provider.listen = addr;
         match &provider.credential {
             Credential::Configured { .. } => tracing::info!(
                 event = "provider_ready",

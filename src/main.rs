@@ -30,6 +30,13 @@ struct ServeArgs {
     /// The YAML config file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// How to run a plan, wherever it came from (a file or the AWF environment).
+#[derive(clap::Args, Debug)]
+struct RunArgs {
     /// Validate the config, print the resolved plan (secrets redacted) and exit.
     #[arg(long)]
     check: bool,
@@ -49,6 +56,13 @@ enum Command {
         #[arg(default_value = llm_keyproxy::health::DEFAULT_URL)]
         url: String,
     },
+    /// Print the YAML config rendered from the AWF environment (keys only as env: references).
+    RenderConfig,
+    /// Render the AWF config in memory and serve it: the AWF image's entrypoint.
+    Awf {
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +79,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Health { url }) => health(&url),
+        Some(Command::RenderConfig) => render_config(),
+        Some(Command::Awf { run }) => awf(run),
         None => serve(cli.serve),
     }
 }
@@ -102,6 +118,53 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    serve_plan(plan, args.run)
+}
+
+/// Prints the config rendered from the AWF environment; warnings go to stderr.
+fn render_config() -> ExitCode {
+    match render_awf("llm-keyproxy render-config") {
+        Some(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::from(EXIT_CONFIG),
+    }
+}
+
+/// Serves the config rendered from the AWF environment, with no file in between.
+fn awf(args: RunArgs) -> ExitCode {
+    let Some(yaml) = render_awf("llm-keyproxy awf") else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    match Plan::from_yaml(&yaml, &env) {
+        Ok(plan) => serve_plan(plan, args),
+        Err(errors) => {
+            eprint!("llm-keyproxy awf: the config rendered from the AWF environment has {errors}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// The rendered YAML, with warnings and errors written to stderr under `who`.
+fn render_awf(who: &str) -> Option<String> {
+    let env = |name: &str| std::env::var(name).ok();
+    match llm_keyproxy::awf::render_config(&env) {
+        Ok(rendered) => {
+            for w in &rendered.warnings {
+                eprintln!("{who}: warning: {w}");
+            }
+            Some(rendered.yaml)
+        }
+        Err(e) => {
+            eprintln!("{who}: {e}");
+            None
+        }
+    }
+}
+
+fn serve_plan(plan: Plan, args: RunArgs) -> ExitCode {
     if args.check {
         print!("{}", plan.describe());
         println!("config OK");

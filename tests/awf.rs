@@ -1,0 +1,200 @@
+//! AWF drop-in behaviour on provider ports: the five presets' injected headers, `/health`
+//! and `/reflect` answered locally, and per-provider rate limits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use mock_upstream::MockConfig;
+
+fn five(mock: std::net::SocketAddr, extra: &str) -> String {
+    let p = |name: &str, key: &str| {
+        format!("  {name}: {{listen: 127.0.0.1:0, api_key: env:{key}, upstream_address: '{mock}'{extra}}}\n")
+    };
+    format!(
+        "providers:\n{}{}{}{}{}",
+        p("openai", "KP_TEST_KEY"),
+        p("anthropic", "KP_TEST_KEY"),
+        p("copilot", "KP_TEST_KEY"),
+        p("gemini", "KP_TEST_KEY"),
+        p("vertex", "KP_UNSET_KEY"),
+    )
+}
+
+#[tokio::test]
+async fn five_presets_inject_their_headers() {
+    let mut h = Harness::start_with(MockConfig::default(), |m| five(m, "")).await;
+    // vertex has no key here; give it one through a second harness below.
+    let body = r#"{"model":"m","messages":[]}"#;
+    assert_eq!(
+        send(post(h.providers[2], "/chat/completions", body))
+            .await
+            .status,
+        200
+    );
+    let mut req = post(h.providers[2], "/chat/completions", body);
+    req.headers_mut()
+        .insert("x-initiator", "user".parse().unwrap());
+    assert_eq!(send(req).await.status, 200);
+    let gem =
+        "/v1beta/models/gemini-2.0-flash:generateContent?key=leaked&alt=json&api_key=x&apiKey=y";
+    let mut req = post(h.providers[3], gem, r#"{"contents":[]}"#);
+    req.headers_mut()
+        .insert("x-goog-api-key", "client-goog".parse().unwrap());
+    assert_eq!(send(req).await.status, 200);
+    let seen = h.mock.requests();
+    assert_eq!(seen[0].sni.as_deref(), Some("api.githubcopilot.com"));
+    assert_eq!(
+        seen[0].header_all("authorization"),
+        [format!("Bearer {CANARY}")]
+    );
+    assert_eq!(seen[0].header_all("x-initiator"), ["agent"]);
+    assert_eq!(seen[1].header_all("x-initiator"), ["user"]);
+    assert_eq!(
+        seen[2].sni.as_deref(),
+        Some("generativelanguage.googleapis.com")
+    );
+    assert_eq!(
+        seen[2].path_and_query,
+        "/v1beta/models/gemini-2.0-flash:generateContent?alt=json"
+    );
+    assert_eq!(seen[2].header_all("x-goog-api-key"), [CANARY]);
+    assert!(seen[2].header("authorization").is_none());
+    let a = send(post(
+        h.providers[4],
+        "/v1/projects/p/locations/l/publishers/google/models/m:generateContent",
+        "{}",
+    ))
+    .await;
+    assert_eq!(a.status, 403);
+    h.shutdown();
+
+    let v = Harness::start_with(MockConfig::default(), |m| {
+        format!("providers:\n  vertex: {{listen: 127.0.0.1:0, api_key: env:KP_TEST_KEY, upstream_address: '{m}'}}\n")
+    })
+    .await;
+    let mut req = post(
+        v.providers[0],
+        "/v1beta/models/gemini-2.0-flash:generateContent",
+        "{}",
+    );
+    req.headers_mut()
+        .insert("authorization", "Bearer client".parse().unwrap());
+    send(req).await;
+    let r = &v.mock.requests()[0];
+    assert_eq!(r.sni.as_deref(), Some("aiplatform.googleapis.com"));
+    assert_eq!(r.header_all("x-goog-api-key"), [CANARY]);
+    assert!(r.header("authorization").is_none());
+    assert_no_canary(&logs());
+}
+
+#[tokio::test]
+async fn health_and_reflect_are_local_and_fast() {
+    // The upstream is dead: health must not depend on it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = Harness::start_with(MockConfig::default(), |_| five(dead, "")).await;
+    let start = Instant::now();
+    let a = send(get(h.providers[0], "/health")).await;
+    let took = start.elapsed();
+    assert_eq!(a.status, 200);
+    let v = a.json();
+    assert_eq!(v["status"], "healthy");
+    assert_eq!(v["service"], "awf-api-proxy");
+    assert!(v["squid_proxy"].is_null());
+    assert_eq!(
+        v["providers"],
+        serde_json::json!({"openai": true, "anthropic": true, "copilot": true, "gemini": true, "vertex": false})
+    );
+    assert!(v["metrics_summary"]["total_requests"].is_u64());
+    assert_eq!(v["rate_limits"]["openai"]["enabled"], false);
+    assert!(took < Duration::from_millis(200), "health took {took:?}");
+
+    let a = send(get(h.providers[1], "/health")).await;
+    assert_eq!(
+        (a.status, a.json()["service"].as_str()),
+        (200, Some("awf-api-proxy-anthropic"))
+    );
+    let a = send(get(h.providers[4], "/health")).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(a.json()["status"], "not_configured");
+    for port in &h.providers {
+        let a = send(get(*port, "/reflect")).await;
+        assert_eq!(a.status, 200);
+        let endpoints = a.json()["endpoints"].as_array().unwrap().clone();
+        assert_eq!(endpoints.len(), 5);
+        assert_eq!(endpoints[4]["provider"], "vertex");
+        assert_eq!(endpoints[4]["configured"], false);
+        assert_eq!(endpoints[0]["port"], h.providers[0].port());
+    }
+    assert_eq!(
+        h.mock.handshakes(),
+        0,
+        "health or reflect reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_refuse_over_the_limit_per_provider() {
+    let h = Harness::start_with(MockConfig::default(), |m| {
+        five(
+            m,
+            ", rate_limit: {requests_per_minute: 2, bytes_per_minute: 1KiB}",
+        )
+    })
+    .await;
+    let body = r#"{"model":"m","messages":[]}"#;
+    assert_eq!(
+        send(post(h.providers[0], "/v1/chat/completions", body))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(post(h.providers[0], "/v1/chat/completions", body))
+            .await
+            .status,
+        200
+    );
+    let a = send(post(h.providers[0], "/v1/chat/completions", body)).await;
+    assert_eq!(a.status, 429, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert_eq!(v["error"]["retryable"], true);
+    let retry: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(a.headers["x-ratelimit-limit"], "2");
+    assert_eq!(a.headers["x-ratelimit-remaining"], "0");
+    assert!(a.headers.contains_key("x-ratelimit-reset"));
+    assert_eq!(
+        h.mock.requests().len(),
+        2,
+        "a refused request reached the upstream"
+    );
+    // Providers are independent; bytes per minute counts the declared length.
+    assert_eq!(
+        send(post(h.providers[1], "/v1/messages", body))
+            .await
+            .status,
+        200
+    );
+    let big = "x".repeat(1100);
+    assert_eq!(
+        send(post(h.providers[1], "/v1/messages", big)).await.status,
+        429
+    );
+    let health = send(get(h.providers[0], "/health")).await.json();
+    assert_eq!(health["rate_limits"]["openai"]["requests_per_minute"], 2);
+    assert_eq!(
+        health["rate_limits"]["openai"]["usage"]["requests_last_minute"],
+        2
+    );
+    let metrics = send(get(h.admin, "/metrics")).await.text();
+    assert!(
+        metrics.contains(r#"keyproxy_rejections_total{provider="openai",reason="rate_limited"} 1"#),
+        "{metrics}"
+    );
+}
