@@ -53,7 +53,11 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    // Many concurrent streams per connection, so benches can hold thousands open on one.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(100_000);
     // h2 negotiated: serve h2 only; http/1.1 negotiated: http/1.1 only; no ALPN: detect from
     // the connection preface.
     let builder = match info.alpn.as_deref() {
@@ -66,5 +70,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
         let info = info.clone();
         async move { Ok::<_, Infallible>(routes::handle(shared, info, req).await) }
     });
-    let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+    let _ = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await;
 }
