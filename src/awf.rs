@@ -9,7 +9,7 @@ use http::header::{HeaderName, HOST};
 use serde::{Serialize, Serializer};
 
 use crate::logging::sanitize;
-use crate::provider;
+use crate::provider::{self, Preset};
 use crate::upstream_proxy::ProxyTarget;
 
 pub const ADMIN_LISTEN: &str = "0.0.0.0:9901";
@@ -79,6 +79,10 @@ const NOT_REPRODUCED: &[(&str, &str)] = &[
     ("COPILOT_PROVIDER_API_KEY", "Copilot BYOK keys"),
     ("COPILOT_PROVIDER_BASE_URL", "Copilot BYOK targets"),
     ("COPILOT_PROVIDER_TYPE", "Copilot BYOK provider types"),
+    (
+        "COPILOT_INTEGRATION_ID",
+        "overriding Copilot-Integration-Id (the client's own header passes through)",
+    ),
     ("AWF_BYOK_EXTRA_HEADERS", "Copilot BYOK extra headers"),
     (
         "AWF_BYOK_EXTRA_BODY_FIELDS",
@@ -94,12 +98,20 @@ const NOT_REPRODUCED: &[(&str, &str)] = &[
     ("AWF_DISALLOWED_MODELS", "model deny-lists"),
     ("AWF_MAX_EFFECTIVE_TOKENS", "effective-token budgets"),
     ("AWF_MAX_AI_CREDITS", "AI-credit budgets"),
+    ("AWF_MAX_RUNS", "the max-runs guard"),
+    ("AWF_MAX_PERMISSION_DENIED", "the permission-denied guard"),
+    ("AWF_MAX_CACHE_MISSES", "the cache-miss guard"),
+    ("AWF_MAX_MODEL_MULTIPLIER", "the model-multiplier guard"),
     (
         "AWF_ANTHROPIC_AUTO_CACHE",
         "Anthropic prompt-cache rewriting",
     ),
     ("AWF_ANTHROPIC_DROP_TOOLS", "Anthropic tool dropping"),
     ("AWF_ANTHROPIC_STRIP_ANSI", "Anthropic ANSI stripping"),
+    (
+        "AWF_ANTHROPIC_TRANSFORM_FILE",
+        "Anthropic body transform hooks",
+    ),
 ];
 
 #[derive(Serialize)]
@@ -264,14 +276,20 @@ fn provider(
                 host
             }
             Err(shown) => {
+                let what = if shown.is_empty() {
+                    "holds no host name".to_owned()
+                } else {
+                    format!("`{shown}` is not a host name")
+                };
                 errors.push(format!(
-                    "{target_var}: `{shown}` is not a host name; write a host such as \
-                     `api.example.com` or an https:// URL"
+                    "{target_var}: {what}; write a host such as `api.example.com` or an https:// URL"
                 ));
                 String::new()
             }
         },
-        None if awf.preset == "copilot" => copilot_host(var).unwrap_or(default_host.to_owned()),
+        None if awf.preset == "copilot" => {
+            copilot_host(var).unwrap_or_else(|| default_host.to_owned())
+        }
         None => default_host.to_owned(),
     };
 
@@ -290,25 +308,16 @@ fn provider(
         None => String::new(),
     };
 
-    let auth = match awf.auth_header_var.and_then(|v| var(v).map(|h| (v, h))) {
-        None => None,
-        Some((name, header)) => {
-            match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
-                Ok(h) if !crate::headers::is_hop_by_hop(&h) && h != HOST => {
-                    let same = h.as_str() == preset.auth_header && preset.auth_prefix.is_empty();
-                    (!same).then(|| Auth {
-                        header: h.as_str().to_owned(),
-                        prefix: "",
-                    })
-                }
-                _ => {
-                    errors.push(format!(
-                    "{name}: not a header that can carry the key; name an ordinary header such as `api-key`"
-                ));
-                    None
-                }
-            }
+    let header = awf
+        .auth_header_var
+        .and_then(|name| var(name).map(|h| (name, h)));
+    let auth = match header.map(|(name, h)| auth(name, &h, preset)) {
+        Some(Ok(auth)) => auth,
+        Some(Err(e)) => {
+            errors.push(e);
+            None
         }
+        None => None,
     };
 
     if !errors.is_empty() {
@@ -322,6 +331,23 @@ fn provider(
         auth,
         rate_limit,
     })
+}
+
+/// `AWF_<P>_AUTH_HEADER`: the key goes raw (no prefix) under that header, as in the Node
+/// sidecar; `None` when that is what the preset does anyway.
+fn auth(name: &str, header: &str, preset: &Preset) -> Result<Option<Auth>, String> {
+    match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
+        Ok(h) if !crate::headers::is_hop_by_hop(&h) && h != HOST => {
+            let same = h.as_str() == preset.auth_header && preset.auth_prefix.is_empty();
+            Ok((!same).then(|| Auth {
+                header: h.as_str().to_owned(),
+                prefix: "",
+            }))
+        }
+        _ => Err(format!(
+            "{name}: not a header that can carry the key; name an ordinary header such as `api-key`"
+        )),
+    }
 }
 
 /// `https://host/base` -> (`host`, `/base`).
