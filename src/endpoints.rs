@@ -2,7 +2,7 @@
 //! `GET /health` (aggregate on the first provider port, per provider elsewhere) and
 //! `GET /reflect` (every endpoint). They never touch the upstream.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -12,22 +12,25 @@ use crate::body::ProxyBody;
 use crate::plan::Credential;
 use crate::proxy::Route;
 
-/// Every route of the process, filled in once all listeners are bound.
+/// Every route of the process, filled in once all listeners are bound. Weak references: a
+/// route holds the directory, so strong ones would keep every route (and its pool) alive.
 #[derive(Default)]
 pub struct Directory {
-    routes: OnceLock<Vec<Arc<Route>>>,
+    routes: OnceLock<Vec<Weak<Route>>>,
     /// The egress shown as `squid_proxy` (redacted), if any.
     pub squid_proxy: OnceLock<Option<String>>,
 }
 
 impl Directory {
-    pub fn fill(&self, routes: Vec<Arc<Route>>, squid_proxy: Option<String>) {
-        let _ = self.routes.set(routes);
+    pub fn fill(&self, routes: &[Arc<Route>], squid_proxy: Option<String>) {
+        let _ = self.routes.set(routes.iter().map(Arc::downgrade).collect());
         let _ = self.squid_proxy.set(squid_proxy);
     }
 
-    fn routes(&self) -> &[Arc<Route>] {
-        self.routes.get().map_or(&[], Vec::as_slice)
+    fn routes(&self) -> Vec<Arc<Route>> {
+        self.routes
+            .get()
+            .map_or_else(Vec::new, |r| r.iter().filter_map(Weak::upgrade).collect())
     }
 }
 
@@ -49,12 +52,13 @@ fn configured(route: &Route) -> bool {
 
 fn health(route: &Arc<Route>) -> Response<ProxyBody> {
     let dir = &route.directory;
-    let first = dir.routes().first().is_some_and(|r| Arc::ptr_eq(r, route));
+    let routes = dir.routes();
+    let first = routes.first().is_some_and(|r| Arc::ptr_eq(r, route));
     if first {
         let mut providers = Map::new();
         let mut limits = Map::new();
         let (mut total, mut active) = (0u64, 0i64);
-        for r in dir.routes() {
+        for r in &routes {
             providers.insert(r.provider.name.clone(), Value::Bool(configured(r)));
             total += r.metrics.total_requests();
             active += r.metrics.active_requests.get();

@@ -22,6 +22,11 @@
 //! metrics.rs        one registry, names as consts, per-provider handles
 //! usage.rs          token usage read from JSON and SSE responses
 //! usage_file.rs     batched JSONL usage writer
+//! websocket.rs      WebSocket upgrades tunnelled to the upstream
+//! endpoints.rs      AWF /health and /reflect on provider ports
+//! ratelimit.rs      per-provider sliding-window limits
+//! awf.rs            render-config: the AWF environment as a config
+//! health.rs         the `health` probe subcommand
 //! error.rs          ProxyError -> status + JSON
 //! logging.rs        JSON lines, sanitising
 //! ```
@@ -53,6 +58,7 @@ pub mod upstream;
 pub mod upstream_proxy;
 pub mod usage;
 pub mod usage_file;
+pub mod websocket;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -180,6 +186,11 @@ pub async fn run(
         route.token_usage = plan.observability.token_usage;
         route.usage_log = usage_log.clone();
         route.directory = directory.clone();
+        route.websocket = Some(upstream::websocket_connector(
+            &tls,
+            &route.provider,
+            &plan.limits,
+        ));
         let route = Arc::new(route);
         routes.push(route.clone());
         tokio::spawn(listener::serve(
@@ -195,7 +206,8 @@ pub async fn run(
     let squid = routes
         .iter()
         .find_map(|r| r.provider.proxy.as_ref().map(|p| p.to_string()));
-    directory.fill(routes, squid);
+    directory.fill(&routes, squid);
+    drop(routes);
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!(event = "startup", version = env!("CARGO_PKG_VERSION"), admin = %plan.admin_listen, providers = provider_count);
 

@@ -115,8 +115,10 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
+        // WebSocket (DESIGN 5.7): upgrades allowed; tunnels learn of shutdown via `Shutdown`.
+        let service = crate::websocket::WithShutdown::new(make_service(), drain.signal.clone());
         let conn = builder
-            .serve_connection(TokioIo::new(stream), make_service())
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let mut handle = drain.clone();
         tokio::spawn(async move {

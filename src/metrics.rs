@@ -20,6 +20,7 @@ pub const REQUEST_DURATION: &str = "request_duration_seconds";
 pub const UPSTREAM_TTFB: &str = "upstream_ttfb_seconds";
 pub const ACTIVE_REQUESTS: &str = "active_requests";
 pub const ACTIVE_STREAMS: &str = "active_streams";
+pub const WEBSOCKET_TUNNELS: &str = "websocket_tunnels";
 pub const REQUEST_BYTES: &str = "request_bytes";
 pub const RESPONSE_BYTES: &str = "response_bytes";
 pub const REJECTIONS: &str = "rejections";
@@ -49,12 +50,15 @@ pub const REASONS: [&str; 7] = [
 ];
 /// Upstream error kinds.
 pub const ERROR_KINDS: [&str; 5] = ["connect", "tls", "proxy_connect", "timeout", "reset"];
-/// How a proxied response ended.
-pub const OUTCOMES: [&str; 4] = [
+/// How a proxied response (or WebSocket tunnel) ended.
+pub const OUTCOMES: [&str; 7] = [
     "completed",
     "client_closed",
     "upstream_aborted",
     "idle_timeout",
+    "shutdown",
+    "aborted",
+    "upgrade_failed",
 ];
 /// Token kinds.
 pub const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
@@ -82,6 +86,7 @@ pub struct Metrics {
     ttfb: Family<ProviderLabel, Histogram>,
     active_requests: Family<ProviderLabel, Gauge>,
     active_streams: Family<ProviderLabel, Gauge>,
+    websocket_tunnels: Family<ProviderLabel, Gauge>,
     request_bytes: Family<ProviderLabel, Counter>,
     response_bytes: Family<ProviderLabel, Counter>,
     rejections: ByName,
@@ -107,6 +112,7 @@ impl Metrics {
             ttfb: Family::new_with_constructor(histogram as fn() -> Histogram),
             active_requests: Family::default(),
             active_streams: Family::default(),
+            websocket_tunnels: Family::default(),
             request_bytes: Family::default(),
             response_bytes: Family::default(),
             rejections: Family::default(),
@@ -143,6 +149,11 @@ impl Metrics {
             ACTIVE_STREAMS,
             "Server-sent-event responses in flight",
             m.active_streams.clone(),
+        );
+        r.register(
+            WEBSOCKET_TUNNELS,
+            "WebSocket tunnels open",
+            m.websocket_tunnels.clone(),
         );
         r.register(
             REQUEST_BYTES,
@@ -229,6 +240,7 @@ impl Metrics {
             ttfb: self.ttfb.get_or_create_owned(&p),
             active_requests: self.active_requests.get_or_create_owned(&p),
             active_streams: self.active_streams.get_or_create_owned(&p),
+            websocket_tunnels: self.websocket_tunnels.get_or_create_owned(&p),
             request_bytes: self.request_bytes.get_or_create_owned(&p),
             response_bytes: self.response_bytes.get_or_create_owned(&p),
             rejections: named(&self.rejections, "reason", &REASONS),
@@ -261,6 +273,7 @@ pub struct ProviderMetrics {
     pub ttfb: Histogram,
     pub active_requests: Gauge,
     pub active_streams: Gauge,
+    pub websocket_tunnels: Gauge,
     pub request_bytes: Counter,
     pub response_bytes: Counter,
     rejections: Vec<Counter>,

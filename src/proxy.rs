@@ -28,6 +28,7 @@ use crate::plan::{Credential, Limits, ProviderPlan};
 use crate::upstream::{ConnectError, UpstreamClient};
 use crate::usage::{self, Finished, Usage, UsageTap};
 use crate::usage_file::UsageLog;
+use crate::websocket;
 use crate::Shared;
 
 /// One provider's listener: its plan, its pooled upstream client, and the process state.
@@ -46,6 +47,8 @@ pub struct Route {
     /// The upstream host, shared by every log line of this route.
     upstream_host: Arc<str>,
     provider_name: Arc<str>,
+    /// WebSocket (DESIGN 5.7): dedicated HTTP/1.1-only upstream connections.
+    pub websocket: Option<crate::upstream::Connector>,
 }
 
 impl Route {
@@ -67,24 +70,25 @@ impl Route {
             usage_log: None,
             limiter: provider.rate_limit.map(crate::ratelimit::RateLimiter::new),
             directory: Arc::default(),
+            websocket: None,
             provider,
         }
     }
 }
 
 /// What every log line of one request carries.
-struct RequestInfo {
-    request_id: HeaderValue,
-    method: Method,
-    path: String,
-    start: Instant,
+pub(crate) struct RequestInfo {
+    pub(crate) request_id: HeaderValue,
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) start: Instant,
 }
 
 /// Decrements a gauge when dropped (active requests, active streams).
-struct Active(Gauge);
+pub(crate) struct Active(Gauge);
 
 impl Active {
-    fn new(g: &Gauge) -> Active {
+    pub(crate) fn new(g: &Gauge) -> Active {
         g.inc();
         Active(g.clone())
     }
@@ -137,12 +141,30 @@ async fn forward(
         return Err(ProxyError::ShuttingDown);
     }
     let path_and_query = check_target(&req)?;
+    let websocket = websocket::requested(&req)?;
     if matches!(route.provider.credential, Credential::Missing(_)) {
         return Err(ProxyError::NotConfigured);
     }
     let declared = check_declared_size(&req, route.limits.max_request_body)?;
     if let Some(limiter) = &route.limiter {
         limiter.check(declared).map_err(ProxyError::RateLimited)?;
+    }
+    // WebSocket upgrades (DESIGN 5.7) are tunnelled, not proxied request by request.
+    if websocket {
+        return match websocket::open(route, req, &path_and_query, info, active).await? {
+            websocket::Opened::Switched(resp) => Ok(resp),
+            websocket::Opened::Refused(resp, active) => {
+                let ttfb = info.start.elapsed();
+                Ok(client_response(
+                    route,
+                    resp,
+                    info,
+                    Arc::default(),
+                    active,
+                    ttfb,
+                ))
+            }
+        };
     }
 
     let stats = Arc::new(RequestStats::default());
@@ -164,8 +186,9 @@ async fn forward(
         Ok(Err(err)) => return Err(classify(&err)),
         Err(_) => return Err(ProxyError::Timeout(route.limits.request_timeout)),
     };
-    route.metrics.ttfb.observe(sent_at.elapsed().as_secs_f64());
-    Ok(client_response(route, resp, info, stats, active))
+    let ttfb = sent_at.elapsed();
+    route.metrics.ttfb.observe(ttfb.as_secs_f64());
+    Ok(client_response(route, resp, info, stats, active, ttfb))
 }
 
 /// Step 2: origin-form only; the upstream host is fixed by config.
@@ -236,6 +259,7 @@ fn client_response(
     info: &RequestInfo,
     stats: Arc<RequestStats>,
     active: Active,
+    ttfb: std::time::Duration,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     let streamed = parts
@@ -261,6 +285,7 @@ fn client_response(
             _ => "http1.1",
         },
         streamed,
+        ttfb_ms: (ttfb.as_secs_f64() * 1_000_000.0).round() / 1000.0,
         _active: active,
         _stream: streamed.then(|| Active::new(&route.metrics.active_streams)),
     };
@@ -279,6 +304,8 @@ struct Completion {
     stats: Arc<RequestStats>,
     upstream_protocol: &'static str,
     streamed: bool,
+    /// Request sent upstream -> response headers, in milliseconds.
+    ttfb_ms: f64,
     _active: Active,
     _stream: Option<Active>,
 }
@@ -364,6 +391,7 @@ impl Completion {
                     path = self.path.as_str(),
                     status = self.status,
                     duration_ms,
+                    ttfb_ms = self.ttfb_ms,
                     request_bytes,
                     response_bytes = end.response_bytes,
                     upstream_host = &*self.route.upstream_host,

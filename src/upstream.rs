@@ -382,6 +382,31 @@ pub fn client(
         .build(connector)
 }
 
+/// The connector for WebSocket upgrades: same egress as the pool (direct or CONNECT), TLS
+/// offering only `http/1.1` (upgrades are HTTP/1.1), one dedicated connection per tunnel.
+pub fn websocket_connector(
+    tls: &ClientConfig,
+    provider: &ProviderPlan,
+    limits: &Limits,
+) -> Connector {
+    let mut config = tls.clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Connector::new(
+        Arc::new(config),
+        provider.upstream_address.clone(),
+        provider.proxy.clone(),
+        limits.connect_timeout,
+        None,
+    )
+}
+
+impl Connector {
+    /// One dedicated connection (not pooled).
+    pub async fn connect_http1(&self, host: &str, port: u16) -> Result<TlsConn, ConnectError> {
+        self.clone().connect(host.to_owned(), port).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

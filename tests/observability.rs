@@ -60,7 +60,14 @@ const MSG_STREAM: &str = r#"{"model":"claude-x","max_tokens":9,"stream":true,"me
 const GEM: &str = r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#;
 
 /// (id, provider index, path, body, chunks, expected (input, output)).
-type BaseCase = (&'static str, usize, &'static str, &'static str, u64, Option<(u64, u64)>);
+type BaseCase = (
+    &'static str,
+    usize,
+    &'static str,
+    &'static str,
+    u64,
+    Option<(u64, u64)>,
+);
 
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();

@@ -291,6 +291,10 @@ async fn access_log_has_request_complete_without_query() {
     assert_eq!(v["outcome"], "completed");
     assert!(v["response_bytes"].as_u64().unwrap() > 0);
     assert!(v["duration_ms"].as_f64().is_some());
+    assert!(v["ttfb_ms"]
+        .as_f64()
+        .is_some_and(|t| t <= v["duration_ms"].as_f64().unwrap()));
+    assert_eq!(v["upstream_protocol"], "h2");
     assert!(v.get("timestamp").is_some() && v.get("level").is_some());
     assert!(!logs.contains("zzz"));
 }

@@ -14,6 +14,7 @@ mod record;
 mod routes;
 mod server;
 mod tls;
+mod ws;
 
 use std::fmt;
 use std::io;

@@ -162,6 +162,9 @@ pub(crate) async fn handle(
     info: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Resp {
+    if crate::ws::is_upgrade(&req) {
+        return crate::ws::handle(shared, info, req).await; // WebSocket echo (src/ws.rs)
+    }
     let (parts, body) = req.into_parts();
     // `/v1/mock/*` too: an OpenAI-style base path puts `/v1` before every proxied path.
     let raw_path = parts.uri.path();

@@ -1,0 +1,258 @@
+//! WebSocket tunnels (DESIGN section 5 step 7).
+//!
+//! An HTTP/1.1 `Upgrade: websocket` request passes the same checks as any other request, then
+//! gets the usual header rules and key injection and is sent on a dedicated (unpooled)
+//! HTTP/1.1-only upstream connection. On `101` both upgraded connections are joined with
+//! `copy_bidirectional` until either side closes or the proxy shuts down. Any other `Upgrade`
+//! is refused with 400. A non-101 answer is passed back as a normal response.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::headers;
+use crate::proxy::{Active, RequestInfo, Route};
+
+/// Put in every request's extensions by the listener: tells a tunnel when to end.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Resolves once the listener's drain has finished or was abandoned (its sender dropped).
+    async fn closed(mut self) {
+        while self.0.changed().await.is_ok() {}
+    }
+}
+
+/// Wraps a connection's service so that each request carries the `Shutdown` signal.
+pub struct WithShutdown<S> {
+    inner: S,
+    signal: watch::Receiver<bool>,
+}
+
+impl<S> WithShutdown<S> {
+    pub fn new(inner: S, signal: watch::Receiver<bool>) -> Self {
+        WithShutdown { inner, signal }
+    }
+}
+
+impl<S: Service<Request<Incoming>>> Service<Request<Incoming>> for WithShutdown<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(Shutdown(self.signal.clone()));
+        self.inner.call(req)
+    }
+}
+
+fn has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// `Ok(true)` for a WebSocket upgrade, `Ok(false)` for no upgrade, 400 for any other upgrade.
+pub fn requested(req: &Request<Incoming>) -> Result<bool, ProxyError> {
+    if !req.headers().contains_key(header::UPGRADE) {
+        return Ok(false);
+    }
+    let websocket = has_token(req, header::UPGRADE, "websocket")
+        && has_token(req, header::CONNECTION, "upgrade")
+        && req.version() == Version::HTTP_11
+        && req.method() == Method::GET;
+    if websocket {
+        Ok(true)
+    } else {
+        Err(ProxyError::InvalidRequest(
+            "only WebSocket upgrades are supported (`GET` with `Connection: upgrade` and `Upgrade: websocket` over HTTP/1.1)".into(),
+        ))
+    }
+}
+
+/// How the upstream answered the upgrade.
+pub(crate) enum Opened {
+    /// 101: the tunnel runs in its own task; this is the client's 101.
+    Switched(Response<ProxyBody>),
+    /// Anything else: answered to the client as a normal response.
+    Refused(Response<Incoming>, Active),
+}
+
+fn reset(err: hyper::Error) -> ProxyError {
+    ProxyError::Unavailable {
+        kind: "reset",
+        message: format!("the upstream connection failed before a response: {err}"),
+    }
+}
+
+/// Sends the upgrade upstream; on 101 starts the tunnel.
+pub(crate) async fn open(
+    route: &Arc<Route>,
+    mut req: Request<Incoming>,
+    pq: &PathAndQuery,
+    info: &RequestInfo,
+    active: Active,
+) -> Result<Opened, ProxyError> {
+    let provider = &route.provider;
+    let connector = route
+        .websocket
+        .clone()
+        .ok_or_else(|| ProxyError::Unavailable {
+            kind: "connect",
+            message: "no WebSocket upstream connector for this provider".into(),
+        })?;
+    let shutdown = req.extensions_mut().remove::<Shutdown>();
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _body) = req.into_parts();
+
+    let mut headers = parts.headers;
+    headers::to_upstream(&mut headers, provider, &info.request_id);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let authority = provider.origin.authority().map_or("", |a| a.as_str());
+    let unusable = || ProxyError::InvalidRequest("the request path cannot be forwarded".into());
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(authority).map_err(|_| unusable())?,
+    );
+    let path = headers::upstream_path(provider, pq.path(), pq.query());
+    let mut up = Request::new(Empty::<Bytes>::new());
+    *up.method_mut() = Method::GET;
+    *up.uri_mut() = PathAndQuery::try_from(path)
+        .map_err(|_| unusable())?
+        .as_str()
+        .parse()
+        .map_err(|_| unusable())?;
+    *up.headers_mut() = headers;
+
+    let host = provider
+        .origin
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = provider.origin.port_u16().unwrap_or(443);
+    let sent =
+        tokio::time::timeout(route.limits.request_timeout, async {
+            let io = connector.connect_http1(&host, port).await.map_err(|c| {
+                ProxyError::Unavailable {
+                    kind: c.kind(),
+                    message: c.to_string(),
+                }
+            })?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(reset)?;
+            tokio::spawn(conn.with_upgrades());
+            sender.send_request(up).await.map_err(reset)
+        })
+        .await;
+    let mut resp = match sent {
+        Ok(r) => r?,
+        Err(_) => return Err(ProxyError::Timeout(route.limits.request_timeout)),
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Opened::Refused(resp, active));
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    headers::to_client(&mut parts.headers, &info.request_id);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts
+        .headers
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+
+    let tunnel = Tunnel {
+        _open: Active::new(&route.metrics.websocket_tunnels),
+        route: route.clone(),
+        request_id: info.request_id.clone(),
+        method: info.method.clone(),
+        path: info.path.clone(),
+        start: info.start,
+        _active: active,
+    };
+    tokio::spawn(async move {
+        let run = async {
+            let (client, upstream) =
+                tokio::try_join!(client_upgrade, upstream_upgrade).map_err(|_| "upgrade_failed")?;
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                .await
+                .map_err(|_| "aborted")
+        };
+        let stop = async {
+            match shutdown {
+                Some(s) => s.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            r = run => r,
+            _ = stop => Err("shutdown"),
+        };
+        tunnel.finish(result);
+    });
+    Ok(Opened::Switched(Response::from_parts(
+        parts,
+        ProxyBody::Full(None),
+    )))
+}
+
+/// What the `request_complete` line of a tunnel needs.
+struct Tunnel {
+    route: Arc<Route>,
+    request_id: HeaderValue,
+    method: Method,
+    path: String,
+    start: Instant,
+    _active: Active,
+    _open: Active,
+}
+
+impl Tunnel {
+    fn finish(self, result: Result<(u64, u64), &'static str>) {
+        let (outcome, (sent, received)) = match result {
+            Ok(bytes) => ("completed", bytes),
+            Err(why) => (why, (0, 0)),
+        };
+        let m = &self.route.metrics;
+        m.request(101);
+        m.outcome(outcome);
+        m.duration.observe(self.start.elapsed().as_secs_f64());
+        m.request_bytes.inc_by(sent);
+        m.response_bytes.inc_by(received);
+        tracing::info!(
+            event = "request_complete",
+            request_id = self.request_id.to_str().unwrap_or(""),
+            provider = self.route.provider.name.as_str(),
+            method = self.method.as_str(),
+            path = self.path.as_str(),
+            status = 101u16,
+            websocket = true,
+            outcome,
+            request_bytes = sent,
+            response_bytes = received,
+            duration_ms = (self.start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            upstream_host = self.route.provider.host.as_str(),
+            upstream_protocol = "http1.1",
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! WebSocket tunnelling (DESIGN 5.7): frames both ways through the proxy to the mock's echo,
+//! key injected and the client's credential stripped, other upgrades 400, unconfigured 403,
+//! and tunnels closed on shutdown.
+
+mod common;
+mod squid_support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{assert_no_canary, default_providers, logs, Harness, CANARY};
+use mock_upstream::MockConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const T: Duration = Duration::from_secs(10);
+
+fn upgrade_request(path: &str, upgrade: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: chat\r\nAuthorization: Bearer client\r\nX-Api-Key: client\r\n\r\n"
+    )
+}
+
+/// Sends the upgrade and reads the response head (and anything after it, for non-101).
+async fn open(addr: SocketAddr, path: &str, upgrade: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(upgrade_request(path, upgrade).as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(T, s.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed during head: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    (s, String::from_utf8(head).unwrap())
+}
+
+async fn send_frame(s: &mut TcpStream, opcode: u8, payload: &[u8]) {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut f = vec![0x80 | opcode];
+    if payload.len() < 126 {
+        f.push(0x80 | payload.len() as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&f).await.unwrap();
+}
+
+async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    tokio::time::timeout(T, s.read_exact(&mut h))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h[1] & 0x80, 0, "server frames are unmasked");
+    let len = match h[1] & 0x7f {
+        126 => s.read_u16().await.unwrap() as usize,
+        127 => s.read_u64().await.unwrap() as usize,
+        n => n as usize,
+    };
+    let mut p = vec![0u8; len];
+    s.read_exact(&mut p).await.unwrap();
+    (h[0] & 0x0f, p)
+}
+
+#[tokio::test]
+async fn frames_both_ways_with_key_injected() {
+    let cfg = MockConfig {
+        expected_key: Some(CANARY.into()),
+        ..MockConfig::default()
+    };
+    let h = Harness::start(cfg, "").await;
+    let (mut s, head) = open(h.openai(), "/v1/responses", "websocket").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert!(lower.contains("upgrade: websocket"), "{head}");
+
+    for i in 0..5 {
+        let msg = format!("hello {i}");
+        send_frame(&mut s, 1, msg.as_bytes()).await;
+        assert_eq!(read_frame(&mut s).await, (1, msg.into_bytes()));
+    }
+    let big = vec![7u8; 40_000];
+    send_frame(&mut s, 2, &big).await;
+    assert_eq!(read_frame(&mut s).await, (2, big));
+    send_frame(&mut s, 9, b"ping").await;
+    assert_eq!(read_frame(&mut s).await, (0xA, b"ping".to_vec()));
+    send_frame(&mut s, 8, &[0x03, 0xe8]).await;
+    assert_eq!(read_frame(&mut s).await.0, 8);
+    // The client closes its TCP connection after the close handshake; the tunnel then ends.
+    drop(s);
+
+    let seen = h.mock.requests();
+    let up = seen
+        .iter()
+        .find(|r| r.path_and_query == "/v1/responses")
+        .expect("upgrade recorded");
+    assert_eq!(up.method, "GET");
+    assert_eq!(up.alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(
+        up.header_all("authorization"),
+        vec![format!("Bearer {CANARY}")]
+    );
+    assert_eq!(up.header("x-api-key"), None);
+    assert_eq!(up.header("upgrade").as_deref(), Some("websocket"));
+    assert_eq!(
+        up.header("sec-websocket-key").as_deref(),
+        Some("dGhlIHNhbXBsZSBub25jZQ==")
+    );
+    assert_eq!(up.header("sec-websocket-version").as_deref(), Some("13"));
+    assert_eq!(up.header("sec-websocket-protocol").as_deref(), Some("chat"));
+
+    // The tunnel's `request_complete` line, once the close has gone through.
+    let deadline = std::time::Instant::now() + T;
+    let done =
+        |l: &str| l.contains("\"websocket\":true") && l.contains("\"outcome\":\"completed\"");
+    while !logs().lines().any(done) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request_complete for the tunnel"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_no_canary(&logs());
+}
+
+#[tokio::test]
+async fn other_upgrades_are_400() {
+    let h = Harness::start(MockConfig::default(), "").await;
+    let (mut s, head) = open(h.openai(), "/v1/responses", "h2c").await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let mut rest = vec![0u8; 4096];
+    let n = tokio::time::timeout(T, s.read(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&rest[..n]).contains("invalid_request"),
+        "{}",
+        String::from_utf8_lossy(&rest[..n])
+    );
+    assert!(h.mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn unconfigured_provider_is_403() {
+    let h = Harness::start(MockConfig::default(), "").await;
+    let (_s, head) = open(h.unset(), "/v1/responses", "websocket").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(h.mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_refusal_is_passed_back() {
+    let cfg = MockConfig {
+        expected_key: Some("sk-some-other-key".into()),
+        ..MockConfig::default()
+    };
+    let h = Harness::start(cfg, "").await;
+    let (_s, head) = open(h.openai(), "/v1/responses", "websocket").await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+}
+
+#[tokio::test]
+async fn tunnels_close_on_shutdown() {
+    let mut h = Harness::start(MockConfig::default(), "").await;
+    let (mut s, head) = open(h.openai(), "/v1/realtime", "websocket").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    send_frame(&mut s, 1, b"before").await;
+    assert_eq!(read_frame(&mut s).await, (1, b"before".to_vec()));
+    h.shutdown();
+    let task = h.task.take().unwrap();
+    tokio::time::timeout(T, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(T, s.read(&mut b)).await.unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "tunnel still open: {n:?}");
+}
+
+/// Through a real Squid: the upgrade goes out on a CONNECT tunnel like every other request.
+#[tokio::test]
+async fn through_squid() {
+    let Some(bin) = squid_support::squid_or_skip() else {
+        return;
+    };
+    let cfg = MockConfig {
+        expected_key: Some(CANARY.into()),
+        ..MockConfig::default()
+    };
+    let mut squid = None;
+    let h = Harness::start_with(cfg, |mock| {
+        let s = squid_support::Squid::start(&bin, mock.port(), squid_support::Policy::Allow);
+        let yaml = format!("upstream_proxy: {}\n{}", s.url(), default_providers(mock));
+        squid = Some(s);
+        yaml
+    })
+    .await;
+    let squid = squid.unwrap();
+    let (mut s, head) = open(h.openai(), "/v1/responses", "websocket").await;
+    assert!(
+        head.starts_with("HTTP/1.1 101"),
+        "{head}\n{}",
+        squid.diagnostics()
+    );
+    for i in 0..3 {
+        let msg = format!("via squid {i}");
+        send_frame(&mut s, 1, msg.as_bytes()).await;
+        assert_eq!(read_frame(&mut s).await, (1, msg.into_bytes()));
+    }
+    // Squid logs a CONNECT when the tunnel ends.
+    send_frame(&mut s, 8, &[0x03, 0xe8]).await;
+    assert_eq!(read_frame(&mut s).await.0, 8);
+    drop(s);
+    let lines = squid.wait_connect_lines(1, T).await;
+    assert!(!lines.is_empty(), "no CONNECT in Squid's log");
+    let up = h.mock.requests();
+    assert_eq!(
+        up[0].header_all("authorization"),
+        vec![format!("Bearer {CANARY}")]
+    );
+}
