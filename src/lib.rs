@@ -146,6 +146,7 @@ pub async fn run(
     };
 
     let addrs = bound.provider_addrs();
+    let admin_addr = bound.admin_addr();
     let provider_count = addrs.len();
     let admin_shared = shared.clone();
     let admin_drain = Drain::default();
@@ -169,7 +170,7 @@ pub async fn run(
                 event = "provider_ready",
                 provider = provider.name.as_str(),
                 listen = %addr,
-                upstream = %provider.origin,
+                upstream = format!("https://{}{}", provider.host, provider.base_path),
                 egress = provider.proxy.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "direct".into()),
             ),
             Credential::Missing(why) => tracing::warn!(
@@ -209,7 +210,7 @@ pub async fn run(
     directory.fill(&routes, squid);
     drop(routes);
     shared.ready.store(true, Ordering::Relaxed);
-    tracing::info!(event = "startup", version = env!("CARGO_PKG_VERSION"), admin = %plan.admin_listen, providers = provider_count);
+    tracing::info!(event = "startup", version = env!("CARGO_PKG_VERSION"), admin = %admin_addr, providers = provider_count);
 
     shutdown.await;
     shared.draining.store(true, Ordering::Relaxed);

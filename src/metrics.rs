@@ -32,13 +32,14 @@ pub const USAGE_UNPARSED: &str = "usage_unparsed";
 pub const USAGE_LINES_DROPPED: &str = "usage_lines_dropped";
 pub const BUILD: &str = "build";
 
-/// Buckets from 0.5 ms (a small JSON call) to 10 minutes (a long stream).
+/// Buckets from 0.5 ms (a small JSON call) to 30 minutes (a long stream).
 const DURATION_BUCKETS: [f64; 20] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
 
-/// Rejection reasons (the `type` of the proxy's JSON errors).
+/// Rejection reasons: the `type` of the proxy's JSON errors, except `rate_limited`
+/// (whose JSON `type` is `rate_limit_error`, as the SDKs expect).
 pub const REASONS: [&str; 7] = [
     "invalid_request",
     "request_too_large",

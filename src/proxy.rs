@@ -366,8 +366,7 @@ struct End {
 
 impl Completion {
     fn finish(self, end: End, usage: Option<Usage>) {
-        let usage = usage.filter(Usage::has_tokens);
-        if let Some(u) = &usage {
+        if let Some(u) = usage.as_ref().filter(|u| u.has_tokens()) {
             self.route.metrics.tokens(u.counts());
         }
         let request_bytes = self.stats.bytes.load(Ordering::Relaxed);

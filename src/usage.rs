@@ -42,6 +42,13 @@ impl Usage {
     /// Reads usage and model from one JSON document or SSE event; later values overwrite
     /// earlier ones (Anthropic's `message_delta` carries the cumulative output count).
     pub fn apply(&mut self, v: &Value) {
+        // Gemini's streamGenerateContent without `alt=sse` answers a JSON array of chunks.
+        if let Value::Array(items) = v {
+            for item in items {
+                self.apply(item);
+            }
+            return;
+        }
         if let Some(u) = v.get("usage") {
             self.apply_counts(u);
         }
@@ -364,6 +371,16 @@ mod tests {
         u.apply(&serde_json::json!({"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":6,"cachedContentTokenCount":2},"modelVersion":"gemini-2"}));
         assert_eq!(u.counts(), [5, 6, 2, 0]);
         assert_eq!(u.model.as_deref(), Some("gemini-2"));
+    }
+
+    #[test]
+    fn gemini_json_array_stream() {
+        let mut u = Usage::default();
+        u.apply(&serde_json::json!([
+            {"usageMetadata": {"promptTokenCount": 5}},
+            {"usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 9}}
+        ]));
+        assert_eq!(u.counts(), [5, 9, 0, 0]);
     }
 
     #[test]

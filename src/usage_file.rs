@@ -56,6 +56,8 @@ impl UsageWriter {
 async fn write_loop(file: std::fs::File, mut rx: mpsc::Receiver<String>, path: PathBuf) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
     let mut tick = tokio::time::interval(FLUSH_EVERY);
+    // After an idle spell, flush once, not once per missed second.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = false;
     loop {
         tokio::select! {
