@@ -191,6 +191,14 @@ pub fn render_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered
         .into_iter()
         .find_map(|name| var(name).map(|url| (name, url)))
         .and_then(|(name, url)| match ProxyTarget::parse(&url) {
+            // Credentials are secrets: leave them in the environment, which the proxy reads at
+            // run time when the config names no upstream_proxy, instead of printing them.
+            Ok(target) if target.authorization.is_some() => {
+                warnings.push(format!(
+                    "{name} carries credentials: upstream_proxy is left out of the config and the proxy reads {name} from its environment at run time"
+                ));
+                None
+            }
             Ok(_) => Some(url),
             Err(why) => {
                 errors.push(format!("{name}: {why}"));

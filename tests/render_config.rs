@@ -214,16 +214,19 @@ fn http_proxy_when_no_https_proxy() {
 }
 
 #[test]
-fn proxy_credentials_are_kept_and_never_printed_by_the_plan() {
+fn proxy_credentials_are_left_in_the_environment_not_printed() {
     let (r, plan) = render(
         None,
         &[("HTTPS_PROXY", "http://user:proxypw@squid.internal:3128")],
     );
-    assert!(r
-        .yaml
-        .contains("upstream_proxy: http://user:proxypw@squid.internal:3128"));
-    let squid = plan.upstream_proxy.as_ref().unwrap();
-    assert!(squid.authorization.is_some());
+    assert!(!r.yaml.contains("proxypw"), "{}", r.yaml);
+    assert!(!r.yaml.contains("upstream_proxy"), "{}", r.yaml);
+    assert!(r.warnings.iter().any(|w| w.contains("HTTPS_PROXY carries credentials")));
+    assert!(r.warnings.iter().all(|w| !w.contains("proxypw")));
+    // Loaded with the same environment, the plan still sends every provider through Squid.
+    let via = plan.providers[0].proxy.as_ref().unwrap();
+    assert!(via.authorization.is_some());
+    assert_eq!(plan.providers[0].proxy_source, "HTTPS_PROXY");
     assert!(!plan.describe().contains("proxypw"), "{}", plan.describe());
 }
 
