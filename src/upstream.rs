@@ -54,8 +54,13 @@ pub enum ConnectError {
     },
     #[error("forward proxy {proxy} sent an invalid CONNECT response: {why}")]
     ProxyProtocol { proxy: String, why: String },
-    #[error("connecting to {target} took longer than {after:?}")]
-    Timeout { target: String, after: Duration },
+    #[error("connecting to {target}{via} took longer than {after:?}")]
+    Timeout {
+        target: String,
+        /// ` through forward proxy http://host:port` (redacted) when tunnelling, else empty.
+        via: String,
+        after: Duration,
+    },
     #[error("`{0}` is not a valid TLS server name")]
     ServerName(String),
 }
@@ -175,6 +180,11 @@ impl Connector {
             Ok(result) => result,
             Err(_) => Err(ConnectError::Timeout {
                 target,
+                via: self
+                    .proxy
+                    .as_ref()
+                    .map(|p| format!(" through forward proxy {p}"))
+                    .unwrap_or_default(),
                 after: deadline,
             }),
         }

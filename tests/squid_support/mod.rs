@@ -18,10 +18,11 @@ use tokio::task::JoinHandle;
 /// The message printed when a test cannot run for lack of Squid.
 pub const SKIP: &str = "skipped: squid not installed (apt-get install squid)";
 
-/// The squid binary: `$KEYPROXY_SQUID`, else `squid` on PATH or in the usual sbin dirs.
+/// The squid binary: `$KEYPROXY_SQUID` when set (None if it is not a file), else `squid` on
+/// PATH or in the usual sbin dirs.
 pub fn squid_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("KEYPROXY_SQUID") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -337,15 +338,34 @@ impl Drop for Squid {
 
 /// ESTABLISHED IPv4 sockets (any process) whose remote address is 127.0.0.1:`port`.
 pub fn established_to(port: u16) -> usize {
+    sockets_to(port, &["01"])
+}
+
+/// IPv4 sockets whose remote address is 127.0.0.1:`port`, in one of the kernel `states`
+/// (hex, as in /proc/net/tcp: 01 ESTABLISHED, 08 CLOSE_WAIT, ...).
+pub fn sockets_to(port: u16, states: &[&str]) -> usize {
     let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let want = format!("0100007F:{port:04X}");
     text.lines()
         .skip(1)
         .filter(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[2] == want && f[3] == "01"
+            f.len() > 3 && f[2] == want && states.contains(&f[3])
         })
         .count()
+}
+
+/// Waits until no client socket to 127.0.0.1:`port` is open or half-closed (ESTABLISHED or
+/// CLOSE_WAIT): the proxy has seen its tunnels close and dropped them. False on timeout.
+pub fn wait_tunnels_dropped(port: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while sockets_to(port, &["01", "08"]) > 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }
 
 /// A CONNECT proxy that accepts and never answers.
