@@ -221,7 +221,10 @@ fn proxy_credentials_are_left_in_the_environment_not_printed() {
     );
     assert!(!r.yaml.contains("proxypw"), "{}", r.yaml);
     assert!(!r.yaml.contains("upstream_proxy"), "{}", r.yaml);
-    assert!(r.warnings.iter().any(|w| w.contains("HTTPS_PROXY carries credentials")));
+    assert!(r
+        .warnings
+        .iter()
+        .any(|w| w.contains("HTTPS_PROXY carries credentials")));
     assert!(r.warnings.iter().all(|w| !w.contains("proxypw")));
     // Loaded with the same environment, the plan still sends every provider through Squid.
     let via = plan.providers[0].proxy.as_ref().unwrap();
