@@ -47,7 +47,7 @@ pub fn answer<B>(route: &Arc<Route>, req: &Request<B>) -> Option<Response<ProxyB
 }
 
 fn configured(route: &Route) -> bool {
-    matches!(route.provider.credential, Credential::Configured { .. })
+    matches!(route.key.get(), Credential::Configured { .. })
 }
 
 fn health(route: &Arc<Route>) -> Response<ProxyBody> {
@@ -85,7 +85,7 @@ fn health(route: &Arc<Route>) -> Response<ProxyBody> {
         return reply(StatusCode::OK, &body);
     }
     let service = format!("awf-api-proxy-{}", route.provider.name);
-    match &route.provider.credential {
+    match route.key.get() {
         Credential::Configured { .. } => reply(
             StatusCode::OK,
             &json!({"status": "healthy", "service": service}),

@@ -71,7 +71,12 @@ fn strip_prefixed(headers: &mut HeaderMap, prefixes: &[&str]) {
 
 /// Turns the client's headers into the upstream's (DESIGN section 5 step 3): strip the client's
 /// credentials, forwarding and hop-by-hop headers, then inject the key exactly once.
-pub fn to_upstream(headers: &mut HeaderMap, provider: &ProviderPlan, request_id: &HeaderValue) {
+pub fn to_upstream(
+    headers: &mut HeaderMap,
+    provider: &ProviderPlan,
+    credential: &Credential,
+    request_id: &HeaderValue,
+) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     for name in CREDENTIAL_HEADERS {
@@ -83,7 +88,7 @@ pub fn to_upstream(headers: &mut HeaderMap, provider: &ProviderPlan, request_id:
 
     // Host is not set here: the client writes `Host` (HTTP/1.1) or `:authority` (HTTP/2) from
     // the request URI, which is always the upstream's origin.
-    if let Credential::Configured { name, value } = &provider.credential {
+    if let Credential::Configured { name, value } = credential {
         headers.insert(name.clone(), value.clone());
     }
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
@@ -206,7 +211,7 @@ mod tests {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         let id = HeaderValue::from_static("req-1");
-        to_upstream(&mut h, &p.providers[0], &id);
+        to_upstream(&mut h, &p.providers[0], &p.providers[0].credential, &id);
         let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
         names.sort();
         assert_eq!(
@@ -223,12 +228,12 @@ mod tests {
         let p = plan("providers:\n  anthropic: {api_key: env:KEY}\n");
         let id = HeaderValue::from_static("r");
         let mut h = HeaderMap::new();
-        to_upstream(&mut h, &p.providers[0], &id);
+        to_upstream(&mut h, &p.providers[0], &p.providers[0].credential, &id);
         assert_eq!(h["anthropic-version"], ANTHROPIC_VERSION);
         assert_eq!(h["x-api-key"], "sk-test");
         let mut h = HeaderMap::new();
         h.insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
-        to_upstream(&mut h, &p.providers[0], &id);
+        to_upstream(&mut h, &p.providers[0], &p.providers[0].credential, &id);
         assert_eq!(
             h.get_all("anthropic-version").iter().collect::<Vec<_>>(),
             ["2024-01-01"]

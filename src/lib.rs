@@ -41,6 +41,7 @@
 pub mod admin;
 pub mod awf;
 pub mod body;
+pub mod compose;
 pub mod config;
 pub mod endpoints;
 pub mod error;
@@ -53,6 +54,7 @@ pub mod plan;
 pub mod provider;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod secret;
 pub mod upstream;
 pub mod upstream_proxy;
@@ -79,6 +81,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// The one metrics registry.
     pub metrics: Arc<metrics::Metrics>,
+    /// Notified to reload keys (SIGHUP in `main`).
+    pub reload: Arc<tokio::sync::Notify>,
 }
 
 impl Default for Shared {
@@ -87,6 +91,7 @@ impl Default for Shared {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             metrics: metrics::Metrics::new(),
+            reload: Arc::default(),
         }
     }
 }
@@ -208,12 +213,20 @@ pub async fn run(
         .iter()
         .find_map(|r| r.provider.proxy.as_ref().map(|p| p.to_string()));
     directory.fill(&routes, squid);
-    drop(routes);
+    let (stop_reload, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(reload::watch(
+        plan.source.clone(),
+        routes,
+        shared.reload.clone(),
+        reload::DEFAULT_SECRET_POLL,
+        stop_rx,
+    ));
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!(event = "startup", version = env!("CARGO_PKG_VERSION"), admin = %admin_addr, providers = provider_count);
 
     shutdown.await;
     shared.draining.store(true, Ordering::Relaxed);
+    let _ = stop_reload.send(true);
     let limit = plan.limits.drain_timeout;
     tracing::info!(
         event = "shutdown",

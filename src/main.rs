@@ -193,7 +193,9 @@ fn serve_plan(plan: Plan, args: RunArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        match run(plan, bound, shutdown_signal(), Arc::new(Shared::default())).await {
+        let shared = Arc::new(Shared::default());
+        reload_on_sighup(shared.reload.clone());
+        match run(plan, bound, shutdown_signal(), shared).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(event = "startup_failed", error = %e);
@@ -202,6 +204,23 @@ fn serve_plan(plan: Plan, args: RunArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// SIGHUP asks for a key reload (see `reload.rs`).
+fn reload_on_sighup(trigger: Arc<tokio::sync::Notify>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    trigger.notify_one();
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = trigger;
 }
 
 /// Resolves on SIGTERM or SIGINT (handled explicitly, so the proxy behaves as PID 1).

@@ -27,6 +27,26 @@ pub struct Plan {
     pub limits: Limits,
     pub observability: Observability,
     pub providers: Vec<ProviderPlan>,
+    /// Where the plan came from, so a key reload can read it again.
+    pub source: PlanSource,
+}
+
+/// The config a plan was built from.
+#[derive(Debug, Clone)]
+pub enum PlanSource {
+    File(PathBuf),
+    /// Text given directly (tests, or `awf`'s rendered config).
+    Text(String),
+}
+
+impl PlanSource {
+    /// Builds the plan again (for a key reload), validating it whole.
+    pub fn load(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Plan, Errors> {
+        match self {
+            PlanSource::File(path) => Plan::load(path, lookup),
+            PlanSource::Text(text) => Plan::from_yaml(text, lookup),
+        }
+    }
 }
 
 /// What the proxy records about the traffic it carries.
@@ -163,7 +183,9 @@ impl Plan {
             );
             errors
         })?;
-        Plan::from_yaml(&text, lookup)
+        let mut plan = Plan::from_yaml(&text, lookup)?;
+        plan.source = PlanSource::File(path.to_owned());
+        Ok(plan)
     }
 
     /// Validates config text into a plan, or returns every problem found.
@@ -171,7 +193,7 @@ impl Plan {
         let mut errors = Errors::default();
         let doc =
             config::parse_document(text, &mut errors).ok_or_else(|| std::mem::take(&mut errors))?;
-        let plan = build(&Node::root(&doc), lookup, &mut errors);
+        let plan = build(&Node::root(&doc), lookup, &mut errors, text);
         match plan {
             Some(plan) if errors.is_empty() => Ok(plan),
             _ => Err(errors),
@@ -283,6 +305,7 @@ fn build(
     root: &Node,
     lookup: &dyn Fn(&str) -> Option<String>,
     errors: &mut Errors,
+    text: &str,
 ) -> Option<Plan> {
     let top = root.map(TOP_KEYS, errors)?;
 
@@ -345,6 +368,7 @@ fn build(
         limits: limits?,
         observability: observability?,
         providers,
+        source: PlanSource::Text(text.to_owned()),
     })
 }
 

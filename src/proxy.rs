@@ -47,6 +47,8 @@ pub struct Route {
     /// The upstream host, shared by every log line of this route.
     upstream_host: Arc<str>,
     provider_name: Arc<str>,
+    /// The injected credential; replaced in place by a key reload.
+    pub key: crate::reload::KeySlot,
     /// WebSocket (DESIGN 5.7): dedicated HTTP/1.1-only upstream connections.
     pub websocket: Option<crate::upstream::Connector>,
 }
@@ -71,6 +73,7 @@ impl Route {
             limiter: provider.rate_limit.map(crate::ratelimit::RateLimiter::new),
             directory: Arc::default(),
             websocket: None,
+            key: crate::reload::KeySlot::new(provider.credential.clone()),
             provider,
         }
     }
@@ -142,7 +145,8 @@ async fn forward(
     }
     let path_and_query = check_target(&req)?;
     let websocket = websocket::requested(&req)?;
-    if matches!(route.provider.credential, Credential::Missing(_)) {
+    let credential = route.key.get();
+    if matches!(credential, Credential::Missing(_)) {
         return Err(ProxyError::NotConfigured);
     }
     let declared = check_declared_size(&req, route.limits.max_request_body)?;
@@ -168,7 +172,14 @@ async fn forward(
     }
 
     let stats = Arc::new(RequestStats::default());
-    let upstream_req = upstream_request(route, req, &path_and_query, &info.request_id, &stats)?;
+    let upstream_req = upstream_request(
+        route,
+        req,
+        &path_and_query,
+        &credential,
+        &info.request_id,
+        &stats,
+    )?;
     let sent_at = Instant::now();
     let sent = tokio::time::timeout(
         route.limits.request_timeout,
@@ -236,6 +247,7 @@ fn upstream_request(
     route: &Route,
     req: Request<Incoming>,
     pq: &PathAndQuery,
+    credential: &Credential,
     request_id: &HeaderValue,
     stats: &Arc<RequestStats>,
 ) -> Result<Request<RequestBody>, ProxyError> {
@@ -247,7 +259,7 @@ fn upstream_request(
     uri.path_and_query = Some(PathAndQuery::try_from(path).map_err(|_| unusable())?);
     parts.uri = Uri::from_parts(uri).map_err(|_| unusable())?;
     parts.version = Version::HTTP_11;
-    headers::to_upstream(&mut parts.headers, provider, request_id);
+    headers::to_upstream(&mut parts.headers, provider, credential, request_id);
     let body = RequestBody::new(body, route.limits.max_request_body, stats.clone());
     Ok(Request::from_parts(parts, body))
 }

@@ -120,7 +120,7 @@ pub(crate) async fn open(
     let (parts, _body) = req.into_parts();
 
     let mut headers = parts.headers;
-    headers::to_upstream(&mut headers, provider, &info.request_id);
+    headers::to_upstream(&mut headers, provider, &route.key.get(), &info.request_id);
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     let authority = provider.origin.authority().map_or("", |a| a.as_str());
