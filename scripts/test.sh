@@ -134,6 +134,38 @@ if [[ -f tests/netns/run.sh ]]; then
     fi
 fi
 
+# --- 3b. benchmark smoke run and the container image checks --------------------------------
+# Each counts as one test. The bench smoke run keeps `cargo bench` from rotting (seconds, not
+# minutes); the image check builds what the Dockerfile builds (static musl) and lints it.
+step() {
+    local name=$1 log=$2
+    shift 2
+    echo "==> $name"
+    set +e
+    "$@" 2>&1 | tee "$LOGS/$log"
+    local rc=${PIPESTATUS[0]}
+    set -e
+    if [[ $rc == 0 ]]; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        note "$name exited $rc (see $LOGS/$log)"
+    fi
+}
+if [[ $build_ok == 1 ]]; then
+    step "bench smoke (KEYPROXY_BENCH_QUICK=1 cargo bench --bench load)" bench-smoke.out \
+        env KEYPROXY_BENCH_QUICK=1 cargo bench --bench load
+fi
+if rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl \
+    && command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then
+    step "image check (scripts/check-image.sh)" image-check.out bash scripts/check-image.sh
+elif [[ ${KEYPROXY_REQUIRE_IMAGE_CHECK:-0} == 1 ]]; then
+    failed=$((failed + 1))
+    note "image check needs the musl target and musl-tools, and KEYPROXY_REQUIRE_IMAGE_CHECK=1"
+else
+    echo "image check skipped: needs 'rustup target add x86_64-unknown-linux-musl' and musl-tools"
+fi
+
 # --- 4. the test key must appear in no log ------------------------------------------------
 leaks=$(grep -rl -e KPCANARY -e 4e5f6789 "$LOGS" || true)
 if [[ -n $leaks ]]; then
