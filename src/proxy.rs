@@ -203,7 +203,7 @@ async fn forward(
 }
 
 /// Step 2: origin-form only; the upstream host is fixed by config.
-fn check_target(req: &Request<Incoming>) -> Result<PathAndQuery, ProxyError> {
+pub fn check_target<B>(req: &Request<B>) -> Result<PathAndQuery, ProxyError> {
     let uri = req.uri();
     if req.method() == Method::CONNECT {
         return Err(ProxyError::InvalidRequest(
