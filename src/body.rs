@@ -22,6 +22,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct RequestStats {
     pub bytes: AtomicU64,
     pub too_large: AtomicBool,
+    /// The client's body failed: malformed framing (e.g. a bad chunk size) or cut short.
+    pub client_failed: AtomicBool,
 }
 
 /// The body cap was crossed while streaming.
@@ -33,18 +35,35 @@ pub struct BodyTooLarge {
 
 /// The client's request body on its way upstream, counted and capped.
 pub struct RequestBody {
-    inner: Incoming,
+    inner: Source,
     limit: u64,
     seen: u64,
     stats: Arc<RequestStats>,
 }
 
+/// Streamed from the client, or already read (only when a model allow-list needs the body).
+enum Source {
+    Streamed(Incoming),
+    Buffered(Option<Bytes>),
+}
+
 impl RequestBody {
     pub fn new(inner: Incoming, limit: u64, stats: Arc<RequestStats>) -> Self {
         RequestBody {
-            inner,
+            inner: Source::Streamed(inner),
             limit,
             seen: 0,
+            stats,
+        }
+    }
+
+    /// A body already read and checked against the cap.
+    pub fn buffered(bytes: Bytes, stats: Arc<RequestStats>) -> Self {
+        stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+        RequestBody {
+            seen: bytes.len() as u64,
+            limit: u64::MAX,
+            inner: Source::Buffered((!bytes.is_empty()).then_some(bytes)),
             stats,
         }
     }
@@ -59,7 +78,11 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let inner = match &mut this.inner {
+            Source::Streamed(inner) => inner,
+            Source::Buffered(b) => return Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        };
+        match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -73,17 +96,26 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            Some(Err(e)) => {
+                this.stats.client_failed.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
             None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Streamed(inner) => inner.is_end_stream(),
+            Source::Buffered(b) => b.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Streamed(inner) => inner.size_hint(),
+            Source::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
     }
 }
 

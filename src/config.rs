@@ -15,8 +15,25 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Longest time a client may take to send a request head (slowloris guard).
+/// Longest time a client may take to send a request head (slowloris guard), counted from the
+/// connection opening or the previous response; also bounds an idle HTTP/1.1 keep-alive wait.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A downstream connection with no request in flight for this long is closed (h2c: GOAWAY).
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line + headers; h2c: header list) before 431.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
+/// The smallest `max_header_bytes` hyper accepts (its HTTP/1.1 read buffer minimum).
+pub const MIN_MAX_HEADER_BYTES: u64 = 8 * 1024;
+/// The largest `max_header_bytes` accepted.
+pub const MAX_MAX_HEADER_BYTES: u64 = 1024 * 1024;
+/// Most header fields in an HTTP/1.1 request head before 431 (hyper's default).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// The largest `max_headers` accepted (hyper reserves a slot per header for every request).
+pub const MAX_MAX_HEADERS: usize = 1000;
+/// Open connections per listener; one more is answered 503 `overloaded` and closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Concurrent streams per downstream h2c connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// One problem in the config: where it is and what to change.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -74,6 +74,23 @@ fn health(route: &Arc<Route>) -> Response<ProxyBody> {
             };
             limits.insert(r.provider.name.clone(), limit);
         }
+        let mut budgets = Map::new();
+        for r in &routes {
+            if let Some(b) = &r.budget {
+                budgets.insert(
+                    format!("provider:{}", r.provider.name),
+                    json!({"limits": b.plan, "spent": b.spent()}),
+                );
+            }
+        }
+        for c in route.callers.iter() {
+            if let Some(b) = &c.budget {
+                budgets.insert(
+                    format!("caller:{}", c.name),
+                    json!({"limits": b.plan, "spent": b.spent()}),
+                );
+            }
+        }
         let body = json!({
             "status": "healthy",
             "service": "awf-api-proxy",
@@ -81,6 +98,7 @@ fn health(route: &Arc<Route>) -> Response<ProxyBody> {
             "providers": providers,
             "metrics_summary": {"total_requests": total, "active_requests": active},
             "rate_limits": limits,
+            "budgets": budgets,
         });
         return reply(StatusCode::OK, &body);
     }

@@ -25,6 +25,15 @@ pub enum ProxyError {
     ShuttingDown,
     /// A configured rate limit is reached.
     RateLimited(crate::ratelimit::Limited),
+    /// `callers:` is configured and the request presented no matching token.
+    UnauthorizedCaller,
+    /// The method, path or model is not on the provider's allow-list.
+    NotAllowed(String),
+    /// A token budget is spent; `scope` names it (`provider openai`, `caller agent`).
+    BudgetExhausted {
+        scope: String,
+        spent: crate::budget::Exhausted,
+    },
 }
 
 impl ProxyError {
@@ -37,6 +46,9 @@ impl ProxyError {
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::UnauthorizedCaller => StatusCode::UNAUTHORIZED,
+            ProxyError::NotAllowed(_) => StatusCode::FORBIDDEN,
+            ProxyError::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -50,6 +62,9 @@ impl ProxyError {
             ProxyError::Timeout(_) => "upstream_timeout",
             ProxyError::ShuttingDown => "shutting_down",
             ProxyError::RateLimited(_) => "rate_limit_error",
+            ProxyError::UnauthorizedCaller => "unauthorized_caller",
+            ProxyError::NotAllowed(_) => "not_allowed",
+            ProxyError::BudgetExhausted { .. } => "budget_exhausted",
         }
     }
 
@@ -69,6 +84,7 @@ impl ProxyError {
                 | ProxyError::Timeout(_)
                 | ProxyError::ShuttingDown
                 | ProxyError::RateLimited(_)
+                | ProxyError::BudgetExhausted { .. }
         )
     }
 
@@ -97,6 +113,12 @@ impl ProxyError {
                 crate::config::show_duration(*after)
             ),
             ProxyError::ShuttingDown => "llm-keyproxy is shutting down; retry on a new connection".into(),
+            ProxyError::UnauthorizedCaller => "this proxy requires a caller token: present it where the SDK puts its API key (Authorization: Bearer, x-api-key or x-goog-api-key)".into(),
+            ProxyError::NotAllowed(why) => why.clone(),
+            ProxyError::BudgetExhausted { scope, spent } => match spent.retry_after {
+                Some(s) => format!("token budget of {scope} is spent ({} {}); it frees up in {s} s", spent.limit, spent.which.replace('_', " ")),
+                None => format!("token budget of {scope} is spent ({} tokens in total); restart or raise the budget", spent.limit),
+            },
             ProxyError::RateLimited(l) => format!(
                 "rate limit reached for provider {provider}: {} {} ; retry after {} s",
                 l.limit,
@@ -142,6 +164,11 @@ impl ProxyError {
                 h.insert("x-ratelimit-limit", HeaderValue::from(l.limit));
                 h.insert("x-ratelimit-remaining", HeaderValue::from(0u64));
                 h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+            }
+            ProxyError::BudgetExhausted { spent, .. } => {
+                if let Some(after) = spent.retry_after {
+                    h.insert(header::RETRY_AFTER, HeaderValue::from(after.max(1)));
+                }
             }
             _ => {}
         }

@@ -38,9 +38,11 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
 )]
 
+pub mod access;
 pub mod admin;
 pub mod awf;
 pub mod body;
+pub mod budget;
 pub mod compose;
 pub mod config;
 pub mod endpoints;
@@ -133,7 +135,7 @@ impl Bound {
 /// Serves a plan on its bound listeners until `shutdown` resolves, then drains in-flight
 /// requests for up to `limits.drain_timeout`.
 pub async fn run(
-    plan: Plan,
+    mut plan: Plan,
     bound: Bound,
     shutdown: impl Future<Output = ()>,
     shared: Arc<Shared>,
@@ -162,14 +164,23 @@ pub async fn run(
             hyper::service::service_fn(move |req| admin::handle(shared.clone(), req))
         },
         admin_drain.handle(),
+        "admin".to_owned(),
+        plan.limits,
     ));
 
+    let callers: Arc<Vec<access::Caller>> = Arc::new(
+        std::mem::take(&mut plan.callers)
+            .into_iter()
+            .map(access::Caller::from)
+            .collect(),
+    );
     let directory = Arc::new(endpoints::Directory::default());
     let mut routes = Vec::with_capacity(provider_count);
     for ((mut provider, listener), addr) in
         plan.providers.into_iter().zip(bound.providers).zip(addrs)
     {
         provider.listen = addr;
+        let listener_name = provider.name.clone();
         match &provider.credential {
             Credential::Configured { .. } => tracing::info!(
                 event = "provider_ready",
@@ -192,6 +203,7 @@ pub async fn run(
         route.token_usage = plan.observability.token_usage;
         route.usage_log = usage_log.clone();
         route.directory = directory.clone();
+        route.callers = callers.clone();
         route.websocket = Some(upstream::websocket_connector(
             &tls,
             &route.provider,
@@ -206,6 +218,8 @@ pub async fn run(
                 hyper::service::service_fn(move |req| proxy::handle(route.clone(), req))
             },
             drain.handle(),
+            listener_name,
+            plan.limits,
         ));
     }
 

@@ -31,6 +31,7 @@ pub const TOKENS: &str = "tokens";
 pub const USAGE_UNPARSED: &str = "usage_unparsed";
 pub const USAGE_LINES_DROPPED: &str = "usage_lines_dropped";
 pub const BUILD: &str = "build";
+pub const BUDGET_SPENT: &str = "budget_spent_tokens";
 
 /// Buckets from 0.5 ms (a small JSON call) to 30 minutes (a long stream).
 const DURATION_BUCKETS: [f64; 20] = [
@@ -40,7 +41,7 @@ const DURATION_BUCKETS: [f64; 20] = [
 
 /// Rejection reasons: the `type` of the proxy's JSON errors, except `rate_limited`
 /// (whose JSON `type` is `rate_limit_error`, as the SDKs expect).
-pub const REASONS: [&str; 7] = [
+pub const REASONS: [&str; 10] = [
     "invalid_request",
     "request_too_large",
     "provider_not_configured",
@@ -48,6 +49,9 @@ pub const REASONS: [&str; 7] = [
     "upstream_timeout",
     "shutting_down",
     "rate_limited",
+    "unauthorized_caller",
+    "not_allowed",
+    "budget_exhausted",
 ];
 /// Upstream error kinds.
 pub const ERROR_KINDS: [&str; 5] = ["connect", "tls", "proxy_connect", "timeout", "reset"];
@@ -97,6 +101,7 @@ pub struct Metrics {
     tokens: ByName,
     unparsed: ByName,
     pub usage_lines_dropped: Counter,
+    budget_spent: Family<Vec<(&'static str, String)>, Gauge>,
 }
 
 fn histogram() -> Histogram {
@@ -123,6 +128,7 @@ impl Metrics {
             tokens: Family::default(),
             unparsed: Family::default(),
             usage_lines_dropped: Counter::default(),
+            budget_spent: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -202,11 +208,34 @@ impl Metrics {
             m.usage_lines_dropped.clone(),
         );
         r.register(
+            BUDGET_SPENT,
+            "Tokens spent against a budget (scope provider or caller; window minute, hour, total)",
+            m.budget_spent.clone(),
+        );
+        r.register(
             BUILD,
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
         Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Publishes a budget's current spend.
+    pub fn budget_spent(&self, scope: &'static str, name: &str, spent: crate::budget::Spent) {
+        for (window, v) in [
+            ("minute", spent.last_minute),
+            ("hour", spent.last_hour),
+            ("total", spent.total),
+        ] {
+            let labels = vec![
+                ("scope", scope.to_owned()),
+                ("name", name.to_owned()),
+                ("window", window.to_owned()),
+            ];
+            self.budget_spent
+                .get_or_create(&labels)
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
     }
 
     /// The OpenMetrics text exposition.

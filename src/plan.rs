@@ -27,6 +27,8 @@ pub struct Plan {
     pub limits: Limits,
     pub observability: Observability,
     pub providers: Vec<ProviderPlan>,
+    /// When not empty, every proxied request must present one of these tokens.
+    pub callers: Vec<crate::access::CallerPlan>,
     /// Where the plan came from, so a key reload can read it again.
     pub source: PlanSource,
 }
@@ -83,6 +85,18 @@ pub struct Limits {
     pub stream_idle_timeout: Duration,
     pub drain_timeout: Duration,
     pub pool_idle_timeout: Duration,
+    /// Downstream connections (docs/security.md): time to send a request head.
+    pub header_read_timeout: Duration,
+    /// No request in flight for this long closes a downstream connection.
+    pub keep_alive_timeout: Duration,
+    /// Largest request head in bytes (431 beyond).
+    pub max_header_bytes: u64,
+    /// Most header fields in an HTTP/1.1 request head (431 beyond).
+    pub max_headers: usize,
+    /// Open connections per listener (503 `overloaded` beyond).
+    pub max_connections: usize,
+    /// Concurrent streams per h2c connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -94,6 +108,12 @@ impl Default for Limits {
             stream_idle_timeout: config::DEFAULT_STREAM_IDLE_TIMEOUT,
             drain_timeout: config::DEFAULT_DRAIN_TIMEOUT,
             pool_idle_timeout: config::DEFAULT_POOL_IDLE_TIMEOUT,
+            header_read_timeout: config::DEFAULT_HEADER_READ_TIMEOUT,
+            keep_alive_timeout: config::DEFAULT_KEEP_ALIVE_TIMEOUT,
+            max_header_bytes: config::DEFAULT_MAX_HEADER_BYTES,
+            max_headers: config::DEFAULT_MAX_HEADERS,
+            max_connections: config::DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_streams: config::DEFAULT_MAX_CONCURRENT_STREAMS,
         }
     }
 }
@@ -121,6 +141,12 @@ pub struct ProviderPlan {
     pub proxy_source: &'static str,
     /// Sliding-window request limits; `None` = unlimited.
     pub rate_limit: Option<RateLimitPlan>,
+    /// `METHOD /path` rules; `None` = everything allowed.
+    pub allow: Option<Vec<crate::access::AllowRule>>,
+    /// Model patterns the JSON body's `model` must match; `None` = any.
+    pub models: Option<Vec<String>>,
+    /// Token budget of this provider.
+    pub budget: Option<crate::budget::BudgetPlan>,
 }
 
 /// Per-provider limits over sliding windows (each optional).
@@ -157,6 +183,7 @@ const TOP_KEYS: &[&str] = &[
     "tls",
     "limits",
     "observability",
+    "callers",
     "providers",
 ];
 const PROVIDER_KEYS: &[&str] = &[
@@ -167,6 +194,9 @@ const PROVIDER_KEYS: &[&str] = &[
     "upstream_address",
     "auth",
     "rate_limit",
+    "allow",
+    "models",
+    "budget",
 ];
 
 impl Plan {
@@ -255,6 +285,20 @@ impl Plan {
             show_duration(l.stream_idle_timeout),
             show_duration(l.drain_timeout),
         );
+        let _ = writeln!(
+            out,
+            "connections: header_read_timeout {}, keep_alive_timeout {}, max_header_bytes {}, max_headers {}, max_connections {} per listener, max_concurrent_streams {}",
+            show_duration(l.header_read_timeout),
+            show_duration(l.keep_alive_timeout),
+            show_size(l.max_header_bytes),
+            l.max_headers,
+            l.max_connections,
+            l.max_concurrent_streams,
+        );
+        if !self.callers.is_empty() {
+            let names: Vec<&str> = self.callers.iter().map(|c| c.name.as_str()).collect();
+            let _ = writeln!(out, "callers (token required): {}", names.join(", "));
+        }
         for p in &self.providers {
             let preset = p
                 .preset
@@ -286,6 +330,15 @@ impl Plan {
                 }
             };
             let _ = writeln!(out, "  credential: {cred}");
+            if let Some(rules) = &p.allow {
+                let _ = writeln!(out, "  allow-list: {} rules", rules.len());
+            }
+            if let Some(models) = &p.models {
+                let _ = writeln!(out, "  models: {}", models.join(", "));
+            }
+            if let Some(b) = &p.budget {
+                let _ = writeln!(out, "  token budget: {b:?}");
+            }
             if let Some(r) = &p.rate_limit {
                 let show = |v: Option<u64>| v.map_or("unlimited".to_owned(), |n| n.to_string());
                 let _ = writeln!(
@@ -318,6 +371,10 @@ fn build(
         }
     }
 
+    let callers = top
+        .get("callers")
+        .map(|n| crate::access::callers(&n, lookup, errors))
+        .unwrap_or_default();
     let upstream_proxy = top.get("upstream_proxy").and_then(|n| {
         let s = n.string(errors)?;
         ProxyTarget::parse(s)
@@ -368,6 +425,7 @@ fn build(
         limits: limits?,
         observability: observability?,
         providers,
+        callers,
         source: PlanSource::Text(text.to_owned()),
     })
 }
@@ -529,18 +587,37 @@ fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {
         "stream_idle_timeout",
         "drain_timeout",
         "pool_idle_timeout",
+        "header_read_timeout",
+        "keep_alive_timeout",
+        "max_header_bytes",
+        "max_headers",
+        "max_connections",
+        "max_concurrent_streams",
     ];
     let map = node.map(&keys, errors)?;
     let mut l = Limits::default();
     if let Some(v) = map.get("max_request_body").and_then(|n| n.size(errors)) {
         l.max_request_body = v;
     }
-    let durations: [(&str, &mut Duration); 5] = [
+    if let Some(n) = map.get("max_header_bytes") {
+        let (min, max) = (config::MIN_MAX_HEADER_BYTES, config::MAX_MAX_HEADER_BYTES);
+        match n.size(errors) {
+            Some(v) if (min..=max).contains(&v) => l.max_header_bytes = v,
+            Some(_) => errors.push(
+                &n.path,
+                format!("must be between {} and {}", show_size(min), show_size(max)),
+            ),
+            None => {}
+        }
+    }
+    let durations: [(&str, &mut Duration); 7] = [
         ("connect_timeout", &mut l.connect_timeout),
         ("request_timeout", &mut l.request_timeout),
         ("stream_idle_timeout", &mut l.stream_idle_timeout),
         ("drain_timeout", &mut l.drain_timeout),
         ("pool_idle_timeout", &mut l.pool_idle_timeout),
+        ("header_read_timeout", &mut l.header_read_timeout),
+        ("keep_alive_timeout", &mut l.keep_alive_timeout),
     ];
     for (key, slot) in durations {
         if let Some(n) = map.get(key) {
@@ -552,6 +629,26 @@ fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {
                 None => {}
             }
         }
+    }
+    let count = |key: &str, max: u64, errors: &mut Errors| {
+        let n = map.get(key)?;
+        match n.value.as_u64() {
+            Some(v) if (1..=max).contains(&v) => Some(v),
+            _ => {
+                errors.push(&n.path, format!("must be a whole number from 1 to {max}"));
+                None
+            }
+        }
+    };
+    let most = u64::from(u32::MAX);
+    if let Some(v) = count("max_headers", config::MAX_MAX_HEADERS as u64, errors) {
+        l.max_headers = v as usize;
+    }
+    if let Some(v) = count("max_connections", most, errors) {
+        l.max_connections = v as usize;
+    }
+    if let Some(v) = count("max_concurrent_streams", most, errors) {
+        l.max_concurrent_streams = v as u32;
     }
     Some(l)
 }
@@ -642,6 +739,13 @@ fn provider(
 
     let auth = auth(&map, preset, &node.path, errors);
     let rate_limit = map.get("rate_limit").and_then(|n| rate_limit(&n, errors));
+    let allow = map
+        .get("allow")
+        .map(|n| crate::access::allow_rules(&n, errors));
+    let models = map.get("models").map(|n| crate::access::models(&n, errors));
+    let budget = map
+        .get("budget")
+        .and_then(|n| crate::budget::plan(&n, errors));
     let key_ref = match map.get("api_key") {
         Some(n) => n.string(errors).and_then(|s| {
             SecretRef::parse(s)
@@ -700,6 +804,9 @@ fn provider(
         proxy: None,
         proxy_source: "none",
         rate_limit,
+        allow,
+        models,
+        budget,
     })
 }
 

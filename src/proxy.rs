@@ -49,6 +49,10 @@ pub struct Route {
     provider_name: Arc<str>,
     /// The injected credential; replaced in place by a key reload.
     pub key: crate::reload::KeySlot,
+    /// When not empty, every request must present one of these callers' tokens.
+    pub callers: Arc<Vec<crate::access::Caller>>,
+    /// This provider's token budget.
+    pub budget: Option<crate::budget::TokenBudget>,
     /// WebSocket (DESIGN 5.7): dedicated HTTP/1.1-only upstream connections.
     pub websocket: Option<crate::upstream::Connector>,
 }
@@ -74,6 +78,8 @@ impl Route {
             directory: Arc::default(),
             websocket: None,
             key: crate::reload::KeySlot::new(provider.credential.clone()),
+            callers: Arc::default(),
+            budget: provider.budget.map(crate::budget::TokenBudget::new),
             provider,
         }
     }
@@ -145,14 +151,25 @@ async fn forward(
     }
     let path_and_query = check_target(&req)?;
     let websocket = websocket::requested(&req)?;
+    let caller = check_caller(route, &req)?;
     let credential = route.key.get();
     if matches!(credential, Credential::Missing(_)) {
         return Err(ProxyError::NotConfigured);
+    }
+    if let Some(rules) = &route.provider.allow {
+        crate::access::check_allowed(
+            rules,
+            req.method(),
+            path_and_query.path(),
+            &route.provider.name,
+        )
+        .map_err(ProxyError::NotAllowed)?;
     }
     let declared = check_declared_size(&req, route.limits.max_request_body)?;
     if let Some(limiter) = &route.limiter {
         limiter.check(declared).map_err(ProxyError::RateLimited)?;
     }
+    check_budgets(route, caller)?;
     // WebSocket upgrades (DESIGN 5.7) are tunnelled, not proxied request by request.
     if websocket {
         return match websocket::open(route, req, &path_and_query, info, active).await? {
@@ -166,19 +183,30 @@ async fn forward(
                     Arc::default(),
                     active,
                     ttfb,
+                    caller,
                 ))
             }
         };
     }
 
     let stats = Arc::new(RequestStats::default());
+    let (parts, body) = req.into_parts();
+    let body = match &route.provider.models {
+        Some(models) if !http_body::Body::is_end_stream(&body) => {
+            let bytes = read_capped(body, route.limits.max_request_body).await?;
+            crate::access::check_model(models, &bytes, &route.provider.name)
+                .map_err(ProxyError::NotAllowed)?;
+            RequestBody::buffered(bytes, stats.clone())
+        }
+        _ => RequestBody::new(body, route.limits.max_request_body, stats.clone()),
+    };
     let upstream_req = upstream_request(
         route,
-        req,
+        parts,
+        body,
         &path_and_query,
         &credential,
         &info.request_id,
-        &stats,
     )?;
     let sent_at = Instant::now();
     let sent = tokio::time::timeout(
@@ -194,12 +222,20 @@ async fn forward(
                 limit: route.limits.max_request_body,
             })
         }
+        // Then the client's own body: malformed framing or cut short is a 400, not a 502.
+        _ if stats.client_failed.load(Ordering::Relaxed) => {
+            return Err(ProxyError::InvalidRequest(
+                "the request body is malformed (e.g. an invalid chunk size) or ended early".into(),
+            ))
+        }
         Ok(Err(err)) => return Err(classify(&err)),
         Err(_) => return Err(ProxyError::Timeout(route.limits.request_timeout)),
     };
     let ttfb = sent_at.elapsed();
     route.metrics.ttfb.observe(ttfb.as_secs_f64());
-    Ok(client_response(route, resp, info, stats, active, ttfb))
+    Ok(client_response(
+        route, resp, info, stats, active, ttfb, caller,
+    ))
 }
 
 /// Step 2: origin-form only; the upstream host is fixed by config.
@@ -228,6 +264,53 @@ pub fn check_target<B>(req: &Request<B>) -> Result<PathAndQuery, ProxyError> {
     Ok(pq)
 }
 
+/// The caller presenting a valid token, when `callers:` is configured (DESIGN 2b).
+fn check_caller<B>(route: &Route, req: &Request<B>) -> Result<Option<usize>, ProxyError> {
+    if route.callers.is_empty() {
+        return Ok(None);
+    }
+    crate::access::identify(&route.callers, req.headers())
+        .map(Some)
+        .ok_or(ProxyError::UnauthorizedCaller)
+}
+
+/// Token budgets admit a request while their spend is below the limit.
+fn check_budgets(route: &Route, caller: Option<usize>) -> Result<(), ProxyError> {
+    if let Some(b) = &route.budget {
+        b.admit().map_err(|spent| ProxyError::BudgetExhausted {
+            scope: format!("provider {}", route.provider.name),
+            spent,
+        })?;
+    }
+    if let Some(c) = caller.and_then(|i| route.callers.get(i)) {
+        if let Some(b) = &c.budget {
+            b.admit().map_err(|spent| ProxyError::BudgetExhausted {
+                scope: format!("caller {}", c.name),
+                spent,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a whole request body up to the cap (only for a model allow-list).
+async fn read_capped(body: Incoming, cap: u64) -> Result<bytes::Bytes, ProxyError> {
+    use http_body_util::BodyExt;
+    let limit = usize::try_from(cap).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ProxyError::TooLarge { limit: cap })
+        }
+        Err(_) => Err(ProxyError::InvalidRequest(
+            "the request body could not be read".into(),
+        )),
+    }
+}
+
 /// Step 4a: a declared body over the cap is refused before the upstream is contacted.
 /// Returns the declared length (0 when none), which rate limits count.
 fn check_declared_size(req: &Request<Incoming>, limit: u64) -> Result<u64, ProxyError> {
@@ -245,14 +328,13 @@ fn check_declared_size(req: &Request<Incoming>, limit: u64) -> Result<u64, Proxy
 /// Steps 3-4: the request the upstream will see.
 fn upstream_request(
     route: &Route,
-    req: Request<Incoming>,
+    mut parts: http::request::Parts,
+    body: RequestBody,
     pq: &PathAndQuery,
     credential: &Credential,
     request_id: &HeaderValue,
-    stats: &Arc<RequestStats>,
 ) -> Result<Request<RequestBody>, ProxyError> {
     let provider = &route.provider;
-    let (mut parts, body) = req.into_parts();
     let path = headers::upstream_path(provider, pq.path(), pq.query());
     let unusable = || ProxyError::InvalidRequest("the request path cannot be forwarded".into());
     let mut uri = provider.origin.clone().into_parts();
@@ -260,7 +342,6 @@ fn upstream_request(
     parts.uri = Uri::from_parts(uri).map_err(|_| unusable())?;
     parts.version = Version::HTTP_11;
     headers::to_upstream(&mut parts.headers, provider, credential, request_id);
-    let body = RequestBody::new(body, route.limits.max_request_body, stats.clone());
     Ok(Request::from_parts(parts, body))
 }
 
@@ -272,6 +353,7 @@ fn client_response(
     stats: Arc<RequestStats>,
     active: Active,
     ttfb: std::time::Duration,
+    caller: Option<usize>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     let streamed = parts
@@ -298,6 +380,7 @@ fn client_response(
         },
         streamed,
         ttfb_ms: (ttfb.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+        caller,
         _active: active,
         _stream: streamed.then(|| Active::new(&route.metrics.active_streams)),
     };
@@ -318,6 +401,8 @@ struct Completion {
     streamed: bool,
     /// Request sent upstream -> response headers, in milliseconds.
     ttfb_ms: f64,
+    /// Index into `route.callers`, when callers are configured.
+    caller: Option<usize>,
     _active: Active,
     _stream: Option<Active>,
 }
@@ -378,9 +463,22 @@ struct End {
 
 impl Completion {
     fn finish(self, end: End, usage: Option<Usage>) {
+        let caller = self.caller.and_then(|i| self.route.callers.get(i));
         if let Some(u) = usage.as_ref().filter(|u| u.has_tokens()) {
             self.route.metrics.tokens(u.counts());
+            // Budgets count input + output tokens.
+            let spent = u.input.unwrap_or(0) + u.output.unwrap_or(0);
+            let metrics = &self.route.shared.metrics;
+            if let Some(b) = &self.route.budget {
+                b.charge(spent);
+                metrics.budget_spent("provider", &self.route.provider.name, b.spent());
+            }
+            if let Some((c, b)) = caller.and_then(|c| c.budget.as_ref().map(|b| (c, b))) {
+                b.charge(spent);
+                metrics.budget_spent("caller", &c.name, b.spent());
+            }
         }
+        let caller_name = caller.map(|c| c.name.as_str());
         let request_bytes = self.stats.bytes.load(Ordering::Relaxed);
         let request_id = self.request_id.to_str().unwrap_or("");
         let duration_ms = (end.duration_ms * 1000.0).round() / 1000.0;
@@ -409,6 +507,7 @@ impl Completion {
                     upstream_protocol = self.upstream_protocol,
                     outcome,
                     streamed = self.streamed,
+                    caller = caller_name,
                     model,
                     input_tokens = tokens[0],
                     output_tokens = tokens[1],
@@ -429,6 +528,7 @@ impl Completion {
                 "unix_ms": unix_ms,
                 "request_id": request_id,
                 "provider": &*self.route.provider_name,
+                "caller": caller_name,
                 "model": model,
                 "input_tokens": tokens[0],
                 "output_tokens": tokens[1],

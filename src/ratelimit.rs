@@ -14,13 +14,13 @@ const SLOTS: usize = 60;
 
 /// Counts per time unit over the last 60 units.
 #[derive(Debug)]
-struct Ring {
+pub(crate) struct Ring {
     counts: [u64; SLOTS],
     stamps: [u64; SLOTS],
 }
 
 impl Ring {
-    fn new() -> Ring {
+    pub(crate) fn new() -> Ring {
         Ring {
             counts: [0; SLOTS],
             stamps: [u64::MAX; SLOTS],
@@ -31,14 +31,14 @@ impl Ring {
         self.stamps[i] != u64::MAX && now.saturating_sub(self.stamps[i]) < SLOTS as u64
     }
 
-    fn sum(&self, now: u64) -> u64 {
+    pub(crate) fn sum(&self, now: u64) -> u64 {
         (0..SLOTS)
             .filter(|i| self.live(*i, now))
             .map(|i| self.counts[i])
             .sum()
     }
 
-    fn add(&mut self, now: u64, n: u64) {
+    pub(crate) fn add(&mut self, now: u64, n: u64) {
         let i = (now % SLOTS as u64) as usize;
         if self.stamps[i] != now {
             self.stamps[i] = now;
@@ -48,7 +48,7 @@ impl Ring {
     }
 
     /// Units until enough counts leave the window for `need` more to fit under `limit`.
-    fn wait_for(&self, now: u64, limit: u64, need: u64) -> u64 {
+    pub(crate) fn wait_for(&self, now: u64, limit: u64, need: u64) -> u64 {
         let mut live: Vec<(u64, u64)> = (0..SLOTS)
             .filter(|i| self.live(*i, now) && self.counts[*i] > 0)
             .map(|i| (self.stamps[i], self.counts[i]))

@@ -101,6 +101,12 @@ fn exposition() -> Exposition {
     let p = m.provider("docs");
     // `requests` series are created on first use; every other family exists from the start.
     p.request(200);
+    // Budget series appear with the first charge.
+    m.budget_spent(
+        "provider",
+        "docs",
+        llm_keyproxy::budget::Spent { last_minute: 0, last_hour: 0, total: 0 },
+    );
     let text = m.encode();
     let mut e = Exposition {
         types: BTreeMap::new(),

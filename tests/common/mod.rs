@@ -125,6 +125,11 @@ impl Harness {
         Harness::serve(mock, plan, ca_file).await
     }
 
+    /// Serves an already-built plan against `mock`.
+    pub async fn serve_plan(mock: MockUpstream, plan: Plan, ca_file: PathBuf) -> Harness {
+        Harness::serve(mock, plan, ca_file).await
+    }
+
     async fn serve(mock: MockUpstream, plan: Plan, ca_file: PathBuf) -> Harness {
         let bound = Bound::bind(&plan).await.unwrap();
         let admin = bound.admin_addr();

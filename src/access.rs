@@ -1,0 +1,396 @@
+//! Least privilege for the key (DESIGN 2b): caller tokens checked in constant time, per-provider
+//! allow-lists of methods and normalised paths, and model allow-lists. Config parsing and the
+//! pure checks live here; `proxy.rs` calls them before anything reaches the upstream.
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, Method};
+
+use crate::config::{Errors, Node};
+use crate::secret::{Secret, SecretRef, Unresolved};
+
+/// A caller: a name for logs and metrics, the token it presents, and an optional budget.
+#[derive(Debug, Clone)]
+pub struct CallerPlan {
+    pub name: String,
+    pub token: Secret,
+    pub budget: Option<crate::budget::BudgetPlan>,
+}
+
+/// One `METHOD /path` rule; `*` matches one path segment, `**` the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRule {
+    pub method: Option<Method>,
+    pub segments: Vec<String>,
+}
+
+/// Parses `callers:`; every caller needs a token that resolves now.
+pub fn callers(
+    node: &Node,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Errors,
+) -> Vec<CallerPlan> {
+    let mut out = Vec::new();
+    let Some(map) = node.any_map(errors) else {
+        return out;
+    };
+    for (name, n) in map.entries() {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            errors.push(
+                &n.path,
+                "caller names use a-z, 0-9, `-` and `_` (at most 64)",
+            );
+            continue;
+        }
+        let Some(caller) = n.map(&["token", "budget"], errors) else {
+            continue;
+        };
+        let budget = caller
+            .get("budget")
+            .and_then(|b| crate::budget::plan(&b, errors));
+        let Some(t) = caller.get("token") else {
+            errors.push(
+                &crate::config::join(&n.path, "token"),
+                "missing; add e.g. `token: env:KEYPROXY_AGENT_TOKEN`",
+            );
+            continue;
+        };
+        let Some(reference) = t.string(errors).and_then(|s| {
+            SecretRef::parse(s)
+                .map_err(|m| errors.push(&t.path, m))
+                .ok()
+        }) else {
+            continue;
+        };
+        match reference.resolve(lookup) {
+            Ok(token) => out.push(CallerPlan {
+                name: name.to_owned(),
+                token,
+                budget,
+            }),
+            Err(Unresolved::Missing(why) | Unresolved::Unreadable(why)) => errors.push(
+                &t.path,
+                format!("{why}; every caller needs its token (remove the caller to drop it)"),
+            ),
+        }
+    }
+    if out.is_empty() && errors.is_empty() {
+        errors.push(
+            &node.path,
+            "no callers; remove `callers:` to let any local process through",
+        );
+    }
+    out
+}
+
+/// Parses `allow:` rules such as `POST /v1/chat/completions` or `GET /v1/models/*`.
+pub fn allow_rules(node: &Node, errors: &mut Errors) -> Vec<AllowRule> {
+    let mut out = Vec::new();
+    let Some(list) = node.strings(errors) else {
+        return out;
+    };
+    for (i, rule) in list.iter().enumerate() {
+        let path = format!("{}[{i}]", node.path);
+        let Some((method, pattern)) = rule.trim().split_once(' ') else {
+            errors.push(
+                &path,
+                format!("`{rule}` is not `METHOD /path`; write e.g. `POST /v1/chat/completions`"),
+            );
+            continue;
+        };
+        let method = match method {
+            "*" => None,
+            m => match Method::from_bytes(m.as_bytes()) {
+                Ok(m) if m.as_str().bytes().all(|b| b.is_ascii_uppercase()) => Some(m),
+                _ => {
+                    errors.push(
+                        &path,
+                        format!("`{method}` is not an HTTP method; use e.g. GET, POST or *"),
+                    );
+                    continue;
+                }
+            },
+        };
+        let pattern = pattern.trim();
+        if !pattern.starts_with('/') || normalise(pattern).as_deref() != Some(pattern) {
+            errors.push(
+                &path,
+                format!(
+                    "`{pattern}` must be a normalised absolute path such as /v1/chat/completions"
+                ),
+            );
+            continue;
+        }
+        let segments: Vec<String> = pattern.split('/').skip(1).map(str::to_owned).collect();
+        if segments
+            .iter()
+            .position(|s| s == "**")
+            .is_some_and(|p| p + 1 != segments.len())
+        {
+            errors.push(&path, "`**` may only end a pattern");
+            continue;
+        }
+        out.push(AllowRule { method, segments });
+    }
+    out
+}
+
+/// Parses `models:` patterns (`*` matches any run of characters).
+pub fn models(node: &Node, errors: &mut Errors) -> Vec<String> {
+    let list = node.strings(errors).unwrap_or_default();
+    if list.is_empty() {
+        errors.push(
+            &node.path,
+            "an empty models list would refuse every request; list models or remove the key",
+        );
+    }
+    list.into_iter().map(str::to_owned).collect()
+}
+
+/// Normalises a request path (percent-decoding unreserved characters, resolving dot segments,
+/// folding repeated slashes). `None` when it climbs above the root or is not decodable.
+pub fn normalise(path: &str) -> Option<String> {
+    let decoded = decode_unreserved(path)?;
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/').skip(1) {
+        match seg {
+            "" => {}
+            "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') && !out.is_empty();
+    let mut s = String::with_capacity(decoded.len());
+    for seg in &out {
+        s.push('/');
+        s.push_str(seg);
+    }
+    if s.is_empty() || trailing {
+        s.push('/');
+    }
+    Some(s)
+}
+
+/// Decodes `%XX` only where XX is an unreserved character (RFC 3986); others stay encoded.
+fn decode_unreserved(path: &str) -> Option<Cow<'_, str>> {
+    if !path.contains('%') {
+        return Some(Cow::Borrowed(path));
+    }
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            let v = u8::from_str_radix(hex, 16).ok()?;
+            if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                out.push(v as char);
+            } else {
+                out.push_str(&path[i..i + 3]);
+            }
+            i += 3;
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    Some(Cow::Owned(out))
+}
+
+/// Whether `method path` is on the list. The path must already be in normal form.
+pub fn allowed(rules: &[AllowRule], method: &Method, path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    rules.iter().any(|r| {
+        r.method.as_ref().is_none_or(|m| m == method) && {
+            let mut i = 0;
+            for (j, pat) in r.segments.iter().enumerate() {
+                if pat == "**" {
+                    return j <= segs.len();
+                }
+                match segs.get(i) {
+                    Some(s) if pat == "*" && !s.is_empty() => {}
+                    Some(s) if pat == s => {}
+                    _ => return false,
+                }
+                i += 1;
+            }
+            i == segs.len()
+        }
+    })
+}
+
+/// Whether `model` matches one of the patterns (`*` = any run of characters).
+pub fn model_allowed(patterns: &[String], model: &str) -> bool {
+    patterns
+        .iter()
+        .any(|p| glob(p.as_bytes(), model.as_bytes()))
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| glob(rest, &s[i..])),
+        Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
+    }
+}
+
+/// The token the client presented where it would put its API key.
+pub fn presented_token(headers: &HeaderMap) -> Option<&[u8]> {
+    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+        let b = v.as_bytes();
+        if b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer ") {
+            return Some(b[7..].trim_ascii());
+        }
+    }
+    ["x-api-key", "x-goog-api-key", "api-key"]
+        .iter()
+        .find_map(|h| headers.get(*h).map(|v| v.as_bytes().trim_ascii()))
+}
+
+/// Compares in time that depends only on the lengths, never on where bytes differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..n {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
+/// A caller at run time: its plan and its budget's spend.
+pub struct Caller {
+    pub name: String,
+    token: Secret,
+    pub budget: Option<crate::budget::TokenBudget>,
+}
+
+impl From<CallerPlan> for Caller {
+    fn from(p: CallerPlan) -> Caller {
+        Caller {
+            name: p.name,
+            token: p.token,
+            budget: p.budget.map(crate::budget::TokenBudget::new),
+        }
+    }
+}
+
+/// The index of the caller whose token matches (every caller is compared, so timing does not
+/// say which one, nor how much of a wrong token was right).
+pub fn identify(callers: &[Caller], headers: &HeaderMap) -> Option<usize> {
+    let token = presented_token(headers)?;
+    let mut found = None;
+    for (i, c) in callers.iter().enumerate() {
+        if constant_time_eq(c.token.expose().as_bytes(), token) {
+            found = Some(i);
+        }
+    }
+    found
+}
+
+/// Checks `METHOD path` against a provider's allow-list; the path must be in normal form.
+pub fn check_allowed(
+    rules: &[AllowRule],
+    method: &Method,
+    path: &str,
+    provider: &str,
+) -> Result<(), String> {
+    match normalise(path) {
+        Some(n) if n == path => {}
+        _ => return Err(format!("the path is not in normal form (dot segments, repeated slashes or encoded characters); provider {provider} only accepts listed paths")),
+    }
+    if allowed(rules, method, path) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{method} {path} is not allowed for provider {provider}"
+        ))
+    }
+}
+
+/// Checks the JSON body's `model` against the patterns.
+pub fn check_model(patterns: &[String], body: &[u8], provider: &str) -> Result<(), String> {
+    let model = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("model").and_then(|m| m.as_str().map(str::to_owned)));
+    match model {
+        Some(m) if model_allowed(patterns, &m) => Ok(()),
+        Some(m) => Err(format!(
+            "model `{m}` is not allowed for provider {provider}; allowed: {}",
+            patterns.join(", ")
+        )),
+        None => Err(format!(
+            "the request body names no model; provider {provider} only allows: {}",
+            patterns.join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation() {
+        assert_eq!(
+            normalise("/v1/chat/completions").as_deref(),
+            Some("/v1/chat/completions")
+        );
+        assert_eq!(normalise("/v1/../files").as_deref(), Some("/files"));
+        assert_eq!(normalise("/v1/%2e%2e/files").as_deref(), Some("/files"));
+        assert_eq!(normalise("//v1///models").as_deref(), Some("/v1/models"));
+        assert_eq!(normalise("/v1/%63hat").as_deref(), Some("/v1/chat"));
+        assert_eq!(normalise("/a%2Fb").as_deref(), Some("/a%2Fb"));
+        assert_eq!(normalise("/.."), None);
+        assert_eq!(normalise("/v1/../../x"), None);
+        assert_eq!(normalise("/").as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn rules_match() {
+        let rule = |m: &str, p: &str| AllowRule {
+            method: (m != "*").then(|| Method::from_bytes(m.as_bytes()).unwrap()),
+            segments: p.split('/').skip(1).map(str::to_owned).collect(),
+        };
+        let rules = [
+            rule("POST", "/v1/chat/completions"),
+            rule("GET", "/v1/models/*"),
+            rule("*", "/v1/responses/**"),
+        ];
+        assert!(allowed(&rules, &Method::POST, "/v1/chat/completions"));
+        assert!(!allowed(&rules, &Method::GET, "/v1/chat/completions"));
+        assert!(!allowed(&rules, &Method::POST, "/v1/chat/completions/x"));
+        assert!(allowed(&rules, &Method::GET, "/v1/models/gpt-4o"));
+        assert!(!allowed(&rules, &Method::GET, "/v1/models"));
+        assert!(!allowed(&rules, &Method::GET, "/v1/models/a/b"));
+        assert!(allowed(&rules, &Method::DELETE, "/v1/responses/abc/items"));
+        assert!(allowed(&rules, &Method::POST, "/v1/responses"));
+        assert!(!allowed(&rules, &Method::POST, "/V1/chat/completions"));
+        assert!(!allowed(&rules, &Method::POST, "/v1/files"));
+    }
+
+    #[test]
+    fn models_and_tokens() {
+        let pats = vec!["gpt-4o-mini".to_owned(), "gpt-5*".to_owned()];
+        assert!(model_allowed(&pats, "gpt-4o-mini"));
+        assert!(model_allowed(&pats, "gpt-5.1-codex"));
+        assert!(!model_allowed(&pats, "gpt-4o"));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"\\xff"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer  tok ".parse().unwrap());
+        assert_eq!(presented_token(&h), Some(&b"tok"[..]));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "tok2".parse().unwrap());
+        assert_eq!(presented_token(&h), Some(&b"tok2"[..]));
+    }
+}
