@@ -1,18 +1,29 @@
 //! Listeners: bind every socket up front, then accept loops that serve each connection with
 //! hyper (HTTP/1.1 and h2c) until the drain signal, when connections finish gracefully.
+//!
+//! Each listener enforces the connection limits of `limits:` (docs/security.md): a semaphore
+//! of `max_connections` slots (one more connection is answered `503 overloaded` and closed),
+//! hyper's head limits, and an idle timer per connection fed by a count of requests in flight.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
+use crate::plan::Limits;
 
 /// A socket could not be bound; names the listener.
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +91,27 @@ impl DrainHandle {
     }
 }
 
+/// Longest a refused connection is kept to deliver its 503 (answer, FIN, drain what was sent).
+const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// At most this many refused connections are being answered at once; beyond, they are closed.
+const REFUSING_AT_ONCE: usize = 256;
+/// hyper's own default header count; setting it explicitly moves the parser's slots to the heap.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// Accepts connections until draining starts; each connection is served until it is done
 /// (after draining starts: until its in-flight requests finish).
-pub async fn serve<S, F>(listener: TcpListener, make_service: F, mut drain: DrainHandle)
-where
+///
+/// `limits` bound every connection (docs/security.md): `header_read_timeout`, `max_header_bytes`
+/// and `max_headers` (HTTP/1.1 head; h2c header list), `keep_alive_timeout` (no request in
+/// flight), `max_concurrent_streams` (h2c) and `max_connections` (open connections on this
+/// listener: one more is answered `503 overloaded` and closed). `name` appears in that answer.
+pub async fn serve<S, F>(
+    listener: TcpListener,
+    make_service: F,
+    mut drain: DrainHandle,
+    name: String,
+    limits: Limits,
+) where
     F: Fn() -> S,
     S: Service<
             hyper::Request<Incoming>,
@@ -94,11 +122,24 @@ where
     S::Future: Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let header_bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
+    let mut http1 = builder.http1();
+    http1
         .timer(TokioTimer::new())
-        .header_read_timeout(crate::config::DEFAULT_HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(limits.header_read_timeout)
+        // The read buffer: a request head that does not fit is answered 431.
+        .max_buf_size(header_bytes);
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        http1.max_headers(limits.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
+    let mut refused = Refused::default();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -114,13 +155,30 @@ where
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused.note(&name, limits.max_connections);
+            if let Ok(turn) = refusing.clone().try_acquire_owned() {
+                let answer = overloaded(&name, limits.max_connections);
+                tokio::spawn(async move {
+                    refuse(stream, answer).await;
+                    drop(turn);
+                });
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let (load, idle_rx) = Load::channel();
         // WebSocket (DESIGN 5.7): upgrades allowed; tunnels learn of shutdown via `Shutdown`.
         let service = crate::websocket::WithShutdown::new(make_service(), drain.signal.clone());
+        let service = Tracked {
+            inner: service,
+            load,
+        };
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let mut handle = drain.clone();
+        let (first, next) = (limits.header_read_timeout, limits.keep_alive_timeout);
         tokio::spawn(async move {
             let mut conn = pin!(conn);
             tokio::select! {
@@ -129,9 +187,217 @@ where
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
+                _ = idle(idle_rx.clone(), first, next) => {
+                    // No request in flight: HTTP/1.1 closes now, h2c sends GOAWAY. A peer that
+                    // stalls the h2 GOAWAY handshake (never acks its PING) is cut after another
+                    // idle period.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = idle(idle_rx, first, next) => {}
+                    }
+                }
             }
             drop(handle);
+            drop(slot);
         });
+    }
+}
+
+/// Logs refused connections at most once a second per listener.
+#[derive(Default)]
+struct Refused {
+    last: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl Refused {
+    fn note(&mut self, name: &str, max: usize) {
+        self.since += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now - t < std::time::Duration::from_secs(1))
+        {
+            return;
+        }
+        tracing::warn!(
+            event = "connection_refused",
+            listener = name,
+            reason = "overloaded",
+            max_connections = max,
+            refused = self.since,
+            "limits.max_connections reached: new connections get 503 overloaded",
+        );
+        self.last = Some(now);
+        self.since = 0;
+    }
+}
+
+/// The whole answer to a connection over `limits.max_connections`: the JSON error shape of
+/// DESIGN section 5, type `overloaded`, then close.
+fn overloaded(name: &str, max: usize) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": {
+            "type": "overloaded",
+            "message": format!(
+                "llm-keyproxy already holds {max} connections on the {name} listener (limits.max_connections); retry shortly"
+            ),
+            "provider": name,
+            "retryable": true,
+        }
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nx-request-id: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len(),
+        uuid::Uuid::new_v4(),
+    )
+    .into_bytes()
+}
+
+/// Sends `answer`, closes our side, and reads what the client sent until it closes too (so
+/// that the close does not reset the answer away), all within `REFUSAL_LINGER`.
+async fn refuse(mut stream: TcpStream, answer: Vec<u8>) {
+    let _ = within(REFUSAL_LINGER, async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// What one connection is doing, watched by its idle timer.
+#[derive(Clone, Copy, Default)]
+struct Load {
+    /// Requests whose response body has not finished (or been dropped).
+    in_flight: usize,
+    /// At least one request head was received.
+    served: bool,
+}
+
+impl Load {
+    fn channel() -> (Arc<watch::Sender<Load>>, watch::Receiver<Load>) {
+        let (tx, rx) = watch::channel(Load::default());
+        (Arc::new(tx), rx)
+    }
+}
+
+/// Resolves once the connection has had no request in flight for `first` (before its first
+/// request: covers the protocol sniffing and h2c connections that never open a stream) or
+/// `next` (after one: the keep-alive idle timeout).
+async fn idle(mut load: watch::Receiver<Load>, first: Duration, next: Duration) {
+    loop {
+        let now = *load.borrow_and_update();
+        if now.in_flight > 0 {
+            if load.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            continue;
+        }
+        let limit = if now.served { next } else { first };
+        match tokio::time::timeout(limit, load.changed()).await {
+            Err(_) => return,
+            Ok(Ok(())) => continue,
+            // The service is gone: the connection is ending on its own.
+            Ok(Err(_)) => return std::future::pending().await,
+        }
+    }
+}
+
+/// Counts one request in flight until its response body is finished or dropped.
+struct InFlight(Arc<watch::Sender<Load>>);
+
+impl InFlight {
+    fn new(load: &Arc<watch::Sender<Load>>) -> InFlight {
+        load.send_modify(|l| {
+            l.in_flight += 1;
+            l.served = true;
+        });
+        InFlight(load.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .send_modify(|l| l.in_flight = l.in_flight.saturating_sub(1));
+    }
+}
+
+/// A connection's service, counting its requests in flight.
+struct Tracked<S> {
+    inner: S,
+    load: Arc<watch::Sender<Load>>,
+}
+
+impl<S> Service<hyper::Request<Incoming>> for Tracked<S>
+where
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<ProxyBody>>,
+{
+    type Response = hyper::Response<Counted>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        TrackedFuture {
+            guard: Some(InFlight::new(&self.load)),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The service's future; hands its in-flight count to the response body.
+    struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<InFlight>,
+    }
+}
+
+impl<F, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<hyper::Response<ProxyBody>, E>>,
+{
+    type Output = Result<hyper::Response<Counted>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = ready!(this.inner.poll(cx))?;
+        let guard = this.guard.take();
+        Poll::Ready(Ok(resp.map(|inner| Counted {
+            inner,
+            _guard: guard,
+        })))
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is done.
+pub struct Counted {
+    inner: ProxyBody,
+    _guard: Option<InFlight>,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
