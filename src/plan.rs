@@ -456,7 +456,13 @@ fn choose_egress(
                 p.proxy = Some(proxy);
                 p.proxy_source = var;
             }
-            Some((var, Err(m))) => errors.push(&format!("(environment) {var}"), m),
+            Some((var, Err(m))) => {
+                let path = format!("(environment) {var}");
+                // One message per variable, not one per provider.
+                if !errors.0.iter().any(|e| e.path == path) {
+                    errors.push(&path, m);
+                }
+            }
         }
     }
 }
