@@ -92,7 +92,7 @@ impl DrainHandle {
 }
 
 /// Longest a refused connection is kept to deliver its 503 (answer, FIN, drain what was sent).
-const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// At most this many refused connections are being answered at once; beyond, they are closed.
 const REFUSING_AT_ONCE: usize = 256;
 /// hyper's own default header count; setting it explicitly moves the parser's slots to the heap.

@@ -105,7 +105,11 @@ fn exposition() -> Exposition {
     m.budget_spent(
         "provider",
         "docs",
-        llm_keyproxy::budget::Spent { last_minute: 0, last_hour: 0, total: 0 },
+        llm_keyproxy::budget::Spent {
+            last_minute: 0,
+            last_hour: 0,
+            total: 0,
+        },
     );
     let text = m.encode();
     let mut e = Exposition {

@@ -65,6 +65,12 @@ pub struct MockConfig {
     /// Gap between generated SSE chunks of the provider streaming endpoints. Overridable per
     /// request with the header `x-mock-gap-ms`.
     pub sse_gap: Duration,
+    /// Fault injection: wait this long after accepting TCP before starting the TLS handshake
+    /// (changeable while running with [`MockUpstream::set_handshake_delay`]).
+    pub handshake_delay: Duration,
+    /// Fault injection: close an http/1.1 connection that has been idle (between requests)
+    /// for this long, as servers with short keep-alive timeouts do.
+    pub h1_idle_close: Option<Duration>,
 }
 
 impl Default for MockConfig {
@@ -83,6 +89,8 @@ impl Default for MockConfig {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             expected_key: None,
             sse_gap: Duration::from_millis(20),
+            handshake_delay: Duration::ZERO,
+            h1_idle_close: None,
         }
     }
 }
@@ -97,6 +105,8 @@ impl fmt::Debug for MockConfig {
                 &self.expected_key.as_ref().map(|_| "<redacted>"),
             )
             .field("sse_gap", &self.sse_gap)
+            .field("handshake_delay", &self.handshake_delay)
+            .field("h1_idle_close", &self.h1_idle_close)
             .finish()
     }
 }
@@ -109,6 +119,10 @@ pub(crate) struct Shared {
     cancelled: AtomicUsize,
     changed: Notify,
     ids: AtomicU64,
+    /// Bumped by [`MockUpstream::goaway`]: every open connection shuts down gracefully.
+    pub(crate) goaway: tokio::sync::watch::Sender<u64>,
+    /// The current handshake delay in milliseconds.
+    pub(crate) handshake_delay_ms: AtomicU64,
 }
 
 impl Shared {
@@ -178,12 +192,14 @@ impl MockUpstream {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            cfg,
             records: Mutex::new(Vec::new()),
             handshakes: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
             changed: Notify::new(),
             ids: AtomicU64::new(0),
+            goaway: tokio::sync::watch::channel(0).0,
+            handshake_delay_ms: AtomicU64::new(cfg.handshake_delay.as_millis() as u64),
+            cfg,
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config);
         let task = tokio::spawn(server::accept_loop(listener, acceptor, shared.clone()));
@@ -216,6 +232,20 @@ impl MockUpstream {
         self.shared.handshakes.store(0, Ordering::SeqCst);
         self.shared.cancelled.store(0, Ordering::SeqCst);
         self.shared.changed.notify_waiters();
+    }
+
+    /// Fault injection: every connection open now shuts down gracefully (h2: GOAWAY, then the
+    /// streams in flight finish; http/1.1: closed after the current response). New
+    /// connections are served as usual.
+    pub fn goaway(&self) {
+        self.shared.goaway.send_modify(|n| *n += 1);
+    }
+
+    /// Fault injection: TLS handshakes of connections accepted from now on wait `delay`.
+    pub fn set_handshake_delay(&self, delay: Duration) {
+        self.shared
+            .handshake_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Completed TLS handshakes.

@@ -38,6 +38,11 @@ pub(crate) async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, sh
 
 async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) {
     let _ = tcp.set_nodelay(true);
+    let mut goaway = shared.goaway.subscribe();
+    let delay = shared
+        .handshake_delay_ms
+        .load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         _ => return,
@@ -53,6 +58,11 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
+    if let Some(idle) = shared.cfg.h1_idle_close {
+        // hyper starts this timer whenever it waits for a request head, so it is also the
+        // idle keep-alive limit.
+        builder.http1().header_read_timeout(idle);
+    }
     // Many concurrent streams per connection, so benches can hold thousands open on one.
     builder
         .http2()
@@ -70,7 +80,13 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
         let info = info.clone();
         async move { Ok::<_, Infallible>(routes::handle(shared, info, req).await) }
     });
-    let _ = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await;
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = goaway.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
