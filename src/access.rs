@@ -35,11 +35,7 @@ pub fn callers(
         return out;
     };
     for (name, n) in map.entries() {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        let valid = crate::config::valid_name(name);
         if !valid {
             errors.push(
                 &n.path,

@@ -27,17 +27,8 @@ pub fn plan(node: &Node, errors: &mut Errors) -> Option<BudgetPlan> {
         errors,
     )?;
     let count = |key: &str, errors: &mut Errors| {
-        let n = map.get(key)?;
-        match n.value.as_u64() {
-            Some(v) if v > 0 => Some(v),
-            _ => {
-                errors.push(
-                    &n.path,
-                    "must be a whole number of tokens above 0 (leave the key out for no limit)",
-                );
-                None
-            }
-        }
+        map.get(key)
+            .and_then(|n| n.positive_count(" of tokens", errors))
     };
     Some(BudgetPlan {
         tokens_per_minute: count("tokens_per_minute", errors),

@@ -216,6 +216,22 @@ impl<'a> Node<'a> {
         Some(out)
     }
 
+    /// A whole number above 0 (`unit` names what is counted, for the message).
+    pub fn positive_count(&self, unit: &str, errors: &mut Errors) -> Option<u64> {
+        match self.value.as_u64() {
+            Some(v) if v > 0 => Some(v),
+            _ => {
+                errors.push(
+                    &self.path,
+                    format!(
+                        "must be a whole number{unit} above 0 (leave the key out for no limit)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     /// A size: an integer number of bytes, or a number with `KiB`, `MiB` or `GiB`.
     pub fn size(&self, errors: &mut Errors) -> Option<u64> {
         let parsed = match self.value {
@@ -261,6 +277,16 @@ impl<'a> Map<'a> {
             )
         })
     }
+}
+
+/// Names of providers and callers: a-z, 0-9, `-`, `_`, at most 64 characters (they become
+/// log fields and bounded metric labels).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 pub fn join(parent: &str, key: &str) -> String {

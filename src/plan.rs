@@ -528,19 +528,8 @@ fn rate_limit(node: &Node, errors: &mut Errors) -> Option<RateLimitPlan> {
         ],
         errors,
     )?;
-    let count = |key: &str, errors: &mut Errors| {
-        let n = map.get(key)?;
-        match n.value.as_u64() {
-            Some(v) if v > 0 => Some(v),
-            _ => {
-                errors.push(
-                    &n.path,
-                    "must be a whole number above 0 (leave the key out for no limit)",
-                );
-                None
-            }
-        }
-    };
+    let count =
+        |key: &str, errors: &mut Errors| map.get(key).and_then(|n| n.positive_count("", errors));
     let plan = RateLimitPlan {
         requests_per_minute: count("requests_per_minute", errors),
         requests_per_hour: count("requests_per_hour", errors),
@@ -665,11 +654,7 @@ fn provider(
     lookup: &dyn Fn(&str) -> Option<String>,
     errors: &mut Errors,
 ) -> Option<ProviderPlan> {
-    let valid_name = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let valid_name = config::valid_name(name);
     if !valid_name {
         errors.push(
             &node.path,
