@@ -31,6 +31,20 @@ const HOP_BY_HOP: [&str; 6] = [
     "upgrade",
 ];
 
+/// Headers the proxy writes itself (or the HTTP layer owns), which therefore cannot carry the
+/// key: an `auth.header` among them would be overwritten or break framing.
+pub fn set_by_proxy(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "x-request-id"
+            | "anthropic-version"
+            | "x-initiator"
+            | "content-length"
+            | "content-type"
+    )
+}
+
 /// True for the fixed hop-by-hop headers (not counting those a `Connection` header names).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str()) || name.as_str().starts_with("proxy-")

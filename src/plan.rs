@@ -835,7 +835,9 @@ fn auth(
         return None;
     };
     match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
-        Ok(name) if !crate::headers::is_hop_by_hop(&name) && name != http::header::HOST => {
+        Ok(name)
+            if !crate::headers::is_hop_by_hop(&name) && !crate::headers::set_by_proxy(&name) =>
+        {
             Some((name, prefix))
         }
         _ => {

@@ -105,6 +105,8 @@ impl fmt::Debug for ProxyTarget {
 pub fn redact_url(text: &str) -> String {
     match (text.find("://"), text.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &text[..s + 3], &text[at..]),
+        // No scheme (e.g. `user:pass@host:3128`): everything before the `@` may be secret.
+        (_, Some(at)) => format!("***{}", &text[at..]),
         _ => text.to_owned(),
     }
 }
@@ -231,6 +233,8 @@ mod tests {
             format!("Basic {}", base64(b"user:p@ss"))
         );
         let err = ProxyTarget::parse("https://u:secretpw@h:1").unwrap_err();
+        assert!(!err.contains("secretpw"), "{err}");
+        let err = ProxyTarget::parse("u:secretpw@h:1").unwrap_err();
         assert!(!err.contains("secretpw"), "{err}");
         assert!(ProxyTarget::parse("http://h").is_err());
         assert!(ProxyTarget::parse("http://h:1/path").is_err());
