@@ -156,6 +156,9 @@ if [[ $build_ok == 1 ]]; then
     step "bench smoke (KEYPROXY_BENCH_QUICK=1 cargo bench --bench load)" bench-smoke.out \
         env KEYPROXY_BENCH_QUICK=1 cargo bench --bench load
 fi
+# Every cargo-fuzz target for a few seconds (a first build of the targets takes minutes).
+step "fuzz smoke (scripts/fuzz.sh, FUZZ_SECONDS=${FUZZ_SECONDS:-10})" fuzz.out \
+    env FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz.sh
 if rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl \
     && command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then
     step "image check (scripts/check-image.sh)" image-check.out bash scripts/check-image.sh

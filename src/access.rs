@@ -181,24 +181,24 @@ fn decode_unreserved(path: &str) -> Option<Cow<'_, str>> {
         return Some(Cow::Borrowed(path));
     }
     let b = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
             let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
             let v = u8::from_str_radix(hex, 16).ok()?;
             if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
-                out.push(v as char);
+                out.push(v);
             } else {
-                out.push_str(&path[i..i + 3]);
+                out.extend_from_slice(&b[i..i + 3]);
             }
             i += 3;
         } else {
-            out.push(b[i] as char);
+            out.push(b[i]);
             i += 1;
         }
     }
-    Some(Cow::Owned(out))
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// Whether `method path` is on the list. The path must already be in normal form.
@@ -225,10 +225,15 @@ pub fn allowed(rules: &[AllowRule], method: &Method, path: &str) -> bool {
 
 /// Whether `model` matches one of the patterns (`*` = any run of characters).
 pub fn model_allowed(patterns: &[String], model: &str) -> bool {
-    patterns
-        .iter()
-        .any(|p| glob(p.as_bytes(), model.as_bytes()))
+    // Model names are short; a longer one is refused before any matching work.
+    model.len() <= MAX_MODEL_LEN
+        && patterns
+            .iter()
+            .any(|p| glob(p.as_bytes(), model.as_bytes()))
 }
+
+/// Longest `model` value matched against a model allow-list.
+pub const MAX_MODEL_LEN: usize = 256;
 
 fn glob(p: &[u8], s: &[u8]) -> bool {
     match p.split_first() {
@@ -347,6 +352,7 @@ mod tests {
         assert_eq!(normalise("/.."), None);
         assert_eq!(normalise("/v1/../../x"), None);
         assert_eq!(normalise("/").as_deref(), Some("/"));
+        assert_eq!(normalise("/v1/café%20x").as_deref(), Some("/v1/café%20x"));
     }
 
     #[test]
@@ -378,6 +384,8 @@ mod tests {
         assert!(model_allowed(&pats, "gpt-4o-mini"));
         assert!(model_allowed(&pats, "gpt-5.1-codex"));
         assert!(!model_allowed(&pats, "gpt-4o"));
+        let long = format!("gpt-5{}", "x".repeat(MAX_MODEL_LEN));
+        assert!(!model_allowed(&pats, &long));
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));

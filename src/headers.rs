@@ -125,6 +125,7 @@ static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-r
 /// `x-upstream-request-id`, since provider support asks for it.
 pub fn to_client(headers: &mut HeaderMap, request_id: &HeaderValue) {
     strip_hop_by_hop(headers);
+    strip_prefixed(headers, &["proxy-"]);
     if let Some(theirs) = headers.insert(X_REQUEST_ID.clone(), request_id.clone()) {
         if theirs != *request_id {
             headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
@@ -169,8 +170,9 @@ pub fn upstream_path(provider: &ProviderPlan, path: &str, query: Option<&str>) -
                 .split('&')
                 .filter(|p| !p.is_empty())
                 .filter(|p| {
-                    let name = p.split('=').next().unwrap_or("");
-                    !matches!(name, "key" | "apiKey" | "api_key")
+                    // Compare the decoded name, so `k%65y=` is caught too.
+                    let name = percent_decoded(p.split('=').next().unwrap_or(""));
+                    !matches!(name.as_str(), "key" | "apiKey" | "api_key")
                 })
                 .collect();
             if !kept.is_empty() {
@@ -183,6 +185,29 @@ pub fn upstream_path(provider: &ProviderPlan, path: &str, query: Option<&str>) -
         }
     }
     out
+}
+
+/// A query parameter name with `%XX` escapes decoded (invalid escapes kept as they are).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -300,6 +325,10 @@ mod tests {
         assert_eq!(
             upstream_path(g, "/v1beta/m", Some("keys=1")),
             "/v1beta/m?keys=1"
+        );
+        assert_eq!(
+            upstream_path(g, "/v1beta/m", Some("k%65y=x&a=1")),
+            "/v1beta/m?a=1"
         );
     }
 }

@@ -103,10 +103,18 @@ impl fmt::Debug for ProxyTarget {
 
 /// A URL with any `user:pass@` replaced by `***@`, for messages.
 pub fn redact_url(text: &str) -> String {
-    match (text.find("://"), text.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &text[..s + 3], &text[at..]),
-        // No scheme (e.g. `user:pass@host:3128`): everything before the `@` may be secret.
-        (_, Some(at)) => format!("***{}", &text[at..]),
+    // The userinfo starts after a real scheme (`letters://`), never at a `://` inside a password.
+    let scheme_end = text
+        .find("://")
+        .filter(|&i| {
+            i > 0
+                && text[..i]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+        })
+        .map_or(0, |i| i + 3);
+    match text.rfind('@') {
+        Some(at) if at >= scheme_end => format!("{}***{}", &text[..scheme_end], &text[at..]),
         _ => text.to_owned(),
     }
 }
@@ -236,6 +244,9 @@ mod tests {
         assert!(!err.contains("secretpw"), "{err}");
         let err = ProxyTarget::parse("u:secretpw@h:1").unwrap_err();
         assert!(!err.contains("secretpw"), "{err}");
+        let err = ProxyTarget::parse("user:pa://secretpw@squid:3128").unwrap_err();
+        assert!(!err.contains("secretpw"), "{err}");
+        assert_eq!(redact_url("http://u:p@h:1"), "http://***@h:1");
         assert!(ProxyTarget::parse("http://h").is_err());
         assert!(ProxyTarget::parse("http://h:1/path").is_err());
         assert_eq!(
