@@ -27,6 +27,10 @@
 //! ratelimit.rs      per-provider sliding-window limits
 //! awf.rs            render-config: the AWF environment as a config
 //! health.rs         the `health` probe subcommand
+//! access.rs         caller tokens, allow-lists, model allow-lists (least privilege)
+//! budget.rs         token budgets per provider and caller
+//! reload.rs         key reload on SIGHUP and secret-file change
+//! compose.rs        the AWF compose fragment (`keyproxy-compose`), from serde structs
 //! error.rs          ProxyError -> status + JSON
 //! logging.rs        JSON lines, sanitising
 //! ```
