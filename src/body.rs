@@ -181,16 +181,21 @@ impl ResponseBody {
         }
     }
 
-    /// Polls the idle timer; the timer is reset lazily from `last_frame` so frames cost no timer work.
+    /// Polls the idle timer. Frames only record when they passed (`last_frame`); the timer
+    /// keeps its old deadline and, when that fires, is moved to the real one: no timer work
+    /// per frame, one re-arm per idle-timeout period at most.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = self.last_frame + self.idle_timeout;
-        let sleep = self
-            .idle
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if sleep.deadline() != deadline {
+        loop {
+            let deadline = self.last_frame + self.idle_timeout;
+            let sleep = self
+                .idle
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() >= deadline {
+                return Poll::Ready(());
+            }
             sleep.as_mut().reset(deadline);
         }
-        sleep.as_mut().poll(cx)
     }
 }
 

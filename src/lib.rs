@@ -32,7 +32,9 @@
 //! reload.rs         key reload on SIGHUP and secret-file change
 //! compose.rs        the AWF compose fragment (`keyproxy-compose`), from serde structs
 //! error.rs          ProxyError -> status + JSON
-//! logging.rs        JSON lines, sanitising
+//! logging.rs        logger set-up, sanitising
+//! logline.rs        the JSON log line, formatted by hand
+//! logsink.rs        buffered stdout: batched writes off the request threads
 //! ```
 //!
 //! `run` is what `main` and the integration tests both call.
@@ -55,6 +57,8 @@ pub mod headers;
 pub mod health;
 pub mod listener;
 pub mod logging;
+pub mod logline;
+pub mod logsink;
 pub mod metrics;
 pub mod plan;
 pub mod provider;

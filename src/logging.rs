@@ -4,7 +4,11 @@
 use std::borrow::Cow;
 
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+
+use crate::logline::JsonLines;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -17,24 +21,24 @@ pub enum LogFormat {
 pub const MAX_LOGGED_CHARS: usize = 200;
 
 /// Installs the global subscriber. `level` is a level (`info`) or an `EnvFilter` directive.
+/// JSON lines are formatted by `logline` (one write per line); text by tracing-subscriber.
 pub fn init<W>(format: LogFormat, level: &str, writer: W) -> Result<(), String>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter =
         EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level `{level}`: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+        LogFormat::Json => registry.with(JsonLines::new(writer)).try_init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_target(false)
+                    .with_ansi(false),
+            )
             .try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
     };
     result.map_err(|e| format!("cannot install the logger: {e}"))
 }

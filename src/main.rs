@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use llm_keyproxy::logging::{self, LogFormat};
+
 use llm_keyproxy::plan::Plan;
 use llm_keyproxy::{run, Bound, Shared};
 
@@ -170,10 +171,24 @@ fn serve_plan(plan: Plan, args: RunArgs) -> ExitCode {
         println!("config OK");
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = logging::init(args.log_format, &args.log_level, std::io::stdout) {
+    let sink = match llm_keyproxy::logsink::LogSink::start(std::io::stdout()) {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!("llm-keyproxy: cannot start the log writer thread: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = logging::init(args.log_format, &args.log_level, sink.writer()) {
         eprintln!("llm-keyproxy: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    let code = run_runtime(plan);
+    // Every line logged so far reaches stdout before the process exits.
+    sink.close();
+    code
+}
+
+fn run_runtime(plan: Plan) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,10 +5,15 @@
 //! whole events); compressed bodies are kept by reference and decoded after the response
 //! ended, on a blocking thread, never on the forwarding path.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_TYPE};
+use memchr::memmem;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Largest body kept for a JSON or compressed usage read; larger ones count as unparsed.
@@ -39,8 +44,9 @@ impl Usage {
             || self.cache_write.is_some()
     }
 
-    /// Reads usage and model from one JSON document or SSE event; later values overwrite
-    /// earlier ones (Anthropic's `message_delta` carries the cumulative output count).
+    /// Reads usage and model from one parsed JSON document or SSE event; later values
+    /// overwrite earlier ones (Anthropic's `message_delta` carries the cumulative output
+    /// count). The reference reading: the proxy uses `apply_json`, which must agree with it.
     pub fn apply(&mut self, v: &Value) {
         // Gemini's streamGenerateContent without `alt=sse` answers a JSON array of chunks.
         if let Value::Array(items) = v {
@@ -69,6 +75,62 @@ impl Usage {
                 .and_then(Value::as_str);
             if let Some(m) = model {
                 self.model = Some(crate::logging::sanitize(m, 100).into_owned());
+            }
+        }
+    }
+
+    /// Reads usage and model from one JSON document or SSE event given as bytes, the fast
+    /// way: only the top-level keys that matter are read (`usage`, `usageMetadata`, `model`,
+    /// `modelVersion`, and `usage` / `model` inside `message` and `response`); the parser skips
+    /// everything else (choices, content, text deltas) without building it. Gives the same
+    /// result as `apply` on the parsed `Value` (the `usage_json` fuzz target checks that).
+    pub fn apply_json(&mut self, json: &[u8]) {
+        // Skipped strings are not checked for UTF-8 by the parser: check the whole document
+        // first, so invalid text fails here as it does for `Value`.
+        if let Ok(json) = std::str::from_utf8(json) {
+            self.apply_json_str(json);
+        }
+    }
+
+    fn apply_json_str(&mut self, json: &str) {
+        if json.trim_ascii_start().starts_with('[') {
+            if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(json) {
+                for item in items {
+                    self.apply_json_str(item.get());
+                }
+            }
+            return;
+        }
+        let Ok(doc) = serde_json::from_str::<Doc<'_>>(json) else {
+            return;
+        };
+        let value =
+            |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
+        if let Some(u) = value(doc.usage) {
+            self.apply_counts(&u);
+        }
+        if let Some(u) = value(doc.usage_metadata) {
+            self.apply_gemini(&u);
+        }
+        let nested: Vec<Doc<'_>> = [doc.message, doc.response]
+            .into_iter()
+            .flatten()
+            .filter_map(|r| serde_json::from_str::<Doc<'_>>(r.get()).ok())
+            .collect();
+        for n in &nested {
+            if let Some(u) = value(n.usage) {
+                self.apply_counts(&u);
+            }
+        }
+        if self.model.is_none() {
+            // The first key present decides, even when its value is not a string.
+            let model = doc
+                .model
+                .or(doc.model_version)
+                .or_else(|| nested.iter().find_map(|n| n.model))
+                .and_then(|r| serde_json::from_str::<Cow<'_, str>>(r.get()).ok());
+            if let Some(m) = model {
+                self.model = Some(crate::logging::sanitize(&m, 100).into_owned());
             }
         }
     }
@@ -111,6 +173,51 @@ impl Usage {
         if let Some(n) = num("cachedContentTokenCount") {
             self.cache_read = Some(n);
         }
+    }
+}
+
+/// The keys of one JSON object that can carry usage or the model, each left unparsed
+/// (`RawValue`), so a value of an unexpected type loses only itself. A key given twice keeps
+/// its last value, as `serde_json::Value` does.
+#[derive(Default)]
+struct Doc<'a> {
+    usage: Option<&'a RawValue>,
+    usage_metadata: Option<&'a RawValue>,
+    model: Option<&'a RawValue>,
+    model_version: Option<&'a RawValue>,
+    message: Option<&'a RawValue>,
+    response: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Doc<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> Visitor<'de> for Keys {
+            type Value = Doc<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
+                let mut doc = Doc::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let slot = match &*key {
+                        "usage" => &mut doc.usage,
+                        "usageMetadata" => &mut doc.usage_metadata,
+                        "model" => &mut doc.model,
+                        "modelVersion" => &mut doc.model_version,
+                        "message" => &mut doc.message,
+                        "response" => &mut doc.response,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(doc)
+            }
+        }
+        d.deserialize_map(Keys)
     }
 }
 
@@ -176,19 +283,14 @@ fn parse_line(line: &[u8], usage: &mut Usage) {
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
-    let wanted = usage.model.is_none() || contains(data, b"sage");
-    if !wanted {
-        return;
-    }
-    if let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii()) {
-        usage.apply(&v);
+    // Most events carry neither usage nor (once it is known) the model: a byte search decides
+    // before any JSON is read ("sage" matches `usage` and `usageMetadata`).
+    let wanted = memmem::find(data, b"sage").is_some()
+        || (usage.model.is_none() && memmem::find(data, b"model").is_some());
+    if wanted {
+        usage.apply_json(data);
     }
 }
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 /// What the body wrapper feeds frames to.
 #[derive(Debug)]
 pub enum UsageTap {
@@ -277,10 +379,7 @@ impl UsageTap {
                 ..
             } => {
                 let mut usage = Usage::default();
-                let body: Vec<u8> = chunks.concat();
-                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                    usage.apply(&v);
-                }
+                usage.apply_json(&chunks.concat());
                 Finished::Ready(usage)
             }
             UsageTap::Kept {
@@ -318,11 +417,7 @@ pub fn decode_and_read(format: Format, encoding: Option<Encoding>, chunks: &[Byt
     }
     let mut usage = Usage::default();
     match format {
-        Format::Json => {
-            if let Ok(v) = serde_json::from_slice::<Value>(&plain) {
-                usage.apply(&v);
-            }
-        }
+        Format::Json => usage.apply_json(&plain),
         Format::Sse => SseScanner::default().feed(&plain, &mut usage),
     }
     usage
@@ -399,6 +494,57 @@ mod tests {
             UsageTap::for_response(&headers),
             Some(UsageTap::Unparsed)
         ));
+    }
+
+    /// The fast byte reading agrees with the reference `Value` reading.
+    #[test]
+    fn apply_json_agrees_with_apply() {
+        let docs: &[&str] = &[
+            r#"{"model":"gpt-4o","choices":[{"delta":{"content":"hi \"usage\""}}],"usage":null}"#,
+            r#"{"id":"x","model":"gpt-4o","usage":{"prompt_tokens":11,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":3}}}"#,
+            r#"{"type":"message_start","message":{"model":"claude","usage":{"input_tokens":20,"cache_read_input_tokens":4,"cache_creation_input_tokens":2}}}"#,
+            r#"{"type":"response.completed","response":{"model":"gpt-5","usage":{"input_tokens":9,"output_tokens":4}}}"#,
+            r#"[{"usageMetadata":{"promptTokenCount":5}},{"usageMetadata":{"candidatesTokenCount":9},"modelVersion":"gemini-2"}]"#,
+            r#"{"model":null,"modelVersion":"v2","usage":{"prompt_tokens":1}}"#,
+            r#"{"model":7,"message":"text","response":{"model":"inner"}}"#,
+            r#"{"message":{"usage":{"output_tokens":2}},"response":{"model":"r"}}"#,
+            r#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#,
+            r#"{"usage":{"prompt_tokens":3},"model":"café"}"#,
+            r#"{"usage":{"prompt_tokens":1}} trailing"#,
+            r#"  {"usage":{"completion_tokens":18446744073709551615}}  "#,
+            r#""usage""#,
+            r#"[[{"usage":{"prompt_tokens":4}}]]"#,
+            "",
+        ];
+        for doc in docs {
+            let mut fast = Usage::default();
+            fast.apply_json(doc.as_bytes());
+            let mut reference = Usage::default();
+            if let Ok(v) = serde_json::from_str::<Value>(doc) {
+                reference.apply(&v);
+            }
+            assert_eq!(fast, reference, "{doc}");
+        }
+        let mut u = Usage::default();
+        u.apply_json(docs[1].as_bytes());
+        assert_eq!(
+            (u.counts(), u.model.as_deref()),
+            ([11, 7, 3, 0], Some("gpt-4o"))
+        );
+    }
+
+    /// Events without usage are not parsed once the model is known; ones that mention usage are.
+    #[test]
+    fn sse_events_without_usage_are_not_parsed() {
+        let mut usage = Usage::default();
+        let mut s = SseScanner::default();
+        // Not JSON at all: would be ignored anyway, but it must not stop the scan.
+        s.feed(
+            b"data: {\"model\":\"m\"}\n\ndata: {\"i\":1}\n\ndata: not json\n\n",
+            &mut usage,
+        );
+        s.feed(b"data: {\"usage\":{\"prompt_tokens\":5}}\n\n", &mut usage);
+        assert_eq!((usage.input, usage.model.as_deref()), (Some(5), Some("m")));
     }
 
     #[test]
