@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# llm-keyproxy side by side with nginx and HAProxy (Debian's packages), in one run.
+# llm-keyproxy side by side with nginx and HAProxy (Debian's packages) and AWF's Node.js
+# api-proxy sidecar (vendored in benches/node-peer), in one run.
 #
 # Installs nginx-light and haproxy when missing (apt-get, as root), builds the release binaries,
 # starts the TLS mock upstream (the `mock-upstream` binary) on a fixed loopback port, writes
@@ -7,18 +8,24 @@
 # 127.0.0.1; TLS to the mock with SNI api.openai.com verified against the mock's CA; the key
 # injected; client credentials removed; a keep-alive pool to the upstream; buffering off; a
 # 10 MiB body cap; one worker process / thread per core), then runs `cargo bench --bench load`
-# with all of them as targets and prints one table: direct, llm-keyproxy, nginx, haproxy, each
-# with its ratio to direct, and llm-keyproxy's ratio to the best peer. Everything listens on
-# 127.0.0.1; every process started here is stopped on exit.
+# with all of them as targets and prints one table: direct, llm-keyproxy, nginx, haproxy, node,
+# each with its ratio to direct, and llm-keyproxy's ratio to the best peer. The node peer is AWF's
+# sidecar, unmodified, its npm dependencies installed with `npm ci` into target/node-peer/ on
+# first use (benches/peers.sh start_node_peer and benches/node-peer/README.md: how it is run, and
+# how it differs). Everything listens on 127.0.0.1; every process started here is stopped on
+# exit.
 #
 # Usage: benches/compare.sh [--docs] [--serve] [--no-build]
 #   --docs      also copy the results and the chart to docs/benchmarks-results.json and
 #               docs/benchmarks.svg
-#   --serve     start the mock, nginx and HAProxy, print their addresses and wait (Ctrl-C to
+#   --serve     start the mock and the peers, print their addresses and wait (Ctrl-C to
 #               stop): for trying them with curl or profiling them; no bench
 #   --no-build  skip the explicit builds (`cargo bench` still rebuilds what changed)
 # Env:     KEYPROXY_BENCH_QUICK=1   the seconds-long smoke variant of every scenario
-#          COMPARE_MOCK_PORT / COMPARE_NGINX_PORT / COMPARE_HAPROXY_PORT (18443 / 18080 / 18081)
+#          KEYPROXY_BENCH_NODE=0    without the node peer (skipped anyway, with a message, when
+#                                   node / npm are missing or npm ci fails)
+#          COMPARE_MOCK_PORT / COMPARE_NGINX_PORT / COMPARE_HAPROXY_PORT / COMPARE_NODE_PORT
+#                                   (18443 / 18080 / 18081 / 18082)
 #          COMPARE_KEEP=1           keep the temp dir (configs, logs) for inspection
 # Output:  target/bench-compare.txt (the whole run), target/bench-results.{md,json},
 #          target/bench-chart.svg
@@ -37,7 +44,7 @@ for arg in "$@"; do
         --docs) docs=1 ;;
         --serve) serve=1 ;;
         --no-build) build=0 ;;
-        -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -45,16 +52,30 @@ done
 MOCK_PORT=${COMPARE_MOCK_PORT:-18443}
 NGINX_PORT=${COMPARE_NGINX_PORT:-18080}
 HAPROXY_PORT=${COMPARE_HAPROXY_PORT:-18081}
+NODE_PORT=${COMPARE_NODE_PORT:-18082}
+node_peer=${KEYPROXY_BENCH_NODE:-1}
 KEY=sk-bench-not-a-real-key
 CORES=$(nproc)
 log() { echo "==> $*" >&2; }
 
-# --- 1. nginx and HAProxy -------------------------------------------------------------------
+# --- 1. nginx, HAProxy, node ------------------------------------------------------------------
 install_peers
 NGINX_VERSION=$(nginx -v 2>&1 | sed 's|.*nginx/||')
-HAPROXY_VERSION=$(haproxy -v | head -n 1 | awk '{print $3}')
+HAPROXY_VERSION=$(haproxy -v | awk 'NR == 1 {print $3}')
+if [[ $node_peer == 1 ]]; then
+    if install_node_peer; then
+        NODE_VERSION=$(node --version)
+    else
+        echo "compare.sh: skipping the node peer" >&2
+        node_peer=0
+    fi
+else
+    echo "compare.sh: KEYPROXY_BENCH_NODE=0: no node peer" >&2
+fi
+ports=("$MOCK_PORT" "$NGINX_PORT" "$HAPROXY_PORT")
+if [[ $node_peer == 1 ]]; then ports+=("$NODE_PORT"); fi
 
-for port in "$MOCK_PORT" "$NGINX_PORT" "$HAPROXY_PORT"; do
+for port in "${ports[@]}"; do
     if port_open "$port"; then
         echo "compare.sh: something already listens on 127.0.0.1:$port" >&2
         exit 1
@@ -71,6 +92,7 @@ fi
 # --- 3. processes, stopped on exit --------------------------------------------------------
 DIR=$(mktemp -d /tmp/kp-compare.XXXXXX)
 chmod 755 "$DIR"
+# shellcheck disable=SC2329 # run by the EXIT trap
 cleanup() {
     local rc=$?
     stop_all
@@ -111,26 +133,52 @@ start_bg "$DIR/haproxy.log" haproxy -db -f "$DIR/haproxy.cfg"
 HAPROXY_PID=$BG_PID
 wait_port "$HAPROXY_PORT" "$HAPROXY_PID" haproxy
 
+peers="nginx=127.0.0.1:$NGINX_PORT,haproxy=127.0.0.1:$HAPROXY_PORT"
+peer_pids="nginx=$NGINX_PID,haproxy=$HAPROXY_PID"
+names="nginx, haproxy"
+note="peers: nginx $NGINX_VERSION (master + NGINX_WORKERS workers, HTTP/1.1 upstream pool), HAProxy $HAPROXY_VERSION (nbthread $CORES, h2 upstream, http-reuse always)"
+late_413=""
+pids=("$NGINX_PID" "$HAPROXY_PID")
+if [[ $node_peer == 1 ]]; then
+    log "node $NODE_VERSION: AWF api-proxy sidecar on 127.0.0.1:$NODE_PORT"
+    start_node_peer "$DIR" "$NODE_PORT" "$MOCK_PORT" "$KEY"
+    NODE_PID=$BG_PID
+    peers+=",node=127.0.0.1:$NODE_PORT"
+    peer_pids+=",node=$NODE_PID"
+    names+=", node"
+    pids+=("$NODE_PID")
+    note+=", node: AWF's api-proxy sidecar on Node $NODE_VERSION (one process, HTTP/1.1 upstream through Node's keep-alive globalAgent, direct: no Squid hop; buffers each request body; its JSON log lines to a file)"
+    # It checks the body's size as the body arrives, not the declared content-length.
+    late_413=node
+fi
+
 nginx_workers=$(pgrep -c -P "$NGINX_PID" || true)
+note=${note/NGINX_WORKERS/$nginx_workers}
 
 if [[ $serve == 1 ]]; then
     echo "mock-upstream  https://127.0.0.1:$MOCK_PORT (CA $DIR/mock-ca.pem, SNI api.openai.com)"
     echo "nginx          http://127.0.0.1:$NGINX_PORT (pid $NGINX_PID, config $DIR/nginx.conf)"
     echo "haproxy        http://127.0.0.1:$HAPROXY_PORT (pid $HAPROXY_PID, config $DIR/haproxy.cfg)"
+    if [[ $node_peer == 1 ]]; then
+        echo "node           http://127.0.0.1:$NODE_PORT (pid $NODE_PID, log $DIR/node.log, files $DIR/node-varlog/api-proxy)"
+    fi
     echo "e.g. curl -s http://127.0.0.1:$NGINX_PORT/v1/models; Ctrl-C stops everything"
-    while kill -0 "$NGINX_PID" 2>/dev/null && kill -0 "$HAPROXY_PID" 2>/dev/null; do sleep 1; done
-    exit 1
+    while true; do
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || exit 1; done
+        sleep 1
+    done
 fi
 
 # --- 4. the bench ---------------------------------------------------------------------------
-log "cargo bench --bench load (direct, llm-keyproxy, nginx, haproxy)"
+log "cargo bench --bench load (direct, llm-keyproxy, $names)"
 set +e
-KEYPROXY_BENCH_PEERS="nginx=127.0.0.1:$NGINX_PORT,haproxy=127.0.0.1:$HAPROXY_PORT" \
-KEYPROXY_BENCH_PEER_PIDS="nginx=$NGINX_PID,haproxy=$HAPROXY_PID" \
+KEYPROXY_BENCH_PEERS="$peers" \
+KEYPROXY_BENCH_PEER_PIDS="$peer_pids" \
+KEYPROXY_BENCH_LATE_413="$late_413" \
 KEYPROXY_BENCH_MOCK="127.0.0.1:$MOCK_PORT" \
 KEYPROXY_BENCH_MOCK_CA="$DIR/mock-ca.pem" \
 KEYPROXY_BENCH_KEY="$KEY" \
-KEYPROXY_BENCH_NOTE="peers: nginx $NGINX_VERSION (master + $nginx_workers workers, HTTP/1.1 upstream pool), HAProxy $HAPROXY_VERSION (nbthread $CORES, h2 upstream, http-reuse always); llm-keyproxy: tokio default runtime ($CORES worker threads); each logs one line per request to a file" \
+KEYPROXY_BENCH_NOTE="$note; llm-keyproxy: tokio default runtime ($CORES worker threads); each logs one line per request to a file (node: about six)" \
     cargo bench -q --bench load 2>&1 | tee target/bench-compare.txt
 bench_rc=${PIPESTATUS[0]}
 set -e

@@ -1,5 +1,7 @@
-# Shared by benches/compare.sh and benches/callgrind.sh (sourced, not run): installing nginx and
-# HAProxy, their configs, and starting / stopping background processes.
+# shellcheck shell=bash
+# Shared by benches/compare.sh and benches/callgrind.sh (sourced, not run): installing nginx,
+# HAProxy and AWF's Node.js api-proxy sidecar, their configs, and starting / stopping background
+# processes.
 #
 # The configs are the peers' equivalents of llm-keyproxy's: a plain-HTTP listener on 127.0.0.1;
 # TLS to the mock with SNI api.openai.com, verified against the mock's CA; the key injected;
@@ -35,6 +37,75 @@ install_peers() {
     fi
     if [[ $added_policy == 1 ]]; then rm -f "$policy"; fi
     return $rc
+}
+
+# install_node_peer: the npm dependencies of AWF's Node.js api-proxy sidecar, vendored unmodified
+# in benches/node-peer (see its README.md): `npm ci --omit=dev` from its package-lock.json (as
+# its Dockerfile does) into target/node-peer/<lock hash>/, reused while the lock file is
+# unchanged (never committed). Sets NODE_PEER_MODULES. Returns 1 with a message when node or npm
+# is missing or the install fails.
+install_node_peer() {
+    local src=benches/node-peer hash dir
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        echo "${0##*/}: node or npm not found: no node peer" >&2
+        return 1
+    fi
+    hash=$(sha256sum "$src/package-lock.json" | cut -c1-16)
+    dir=$(pwd)/target/node-peer/$hash
+    if [[ ! -d $dir/node_modules ]]; then
+        echo "==> npm ci --omit=dev (AWF api-proxy sidecar's dependencies) in $dir" >&2
+        rm -rf "$dir.tmp"
+        mkdir -p "$dir.tmp"
+        cp "$src/package.json" "$src/package-lock.json" "$dir.tmp/"
+        if ! (cd "$dir.tmp" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >&2); then
+            rm -rf "$dir.tmp"
+            echo "${0##*/}: npm ci failed: no node peer" >&2
+            return 1
+        fi
+        rm -rf "$dir"
+        mv "$dir.tmp" "$dir"
+    fi
+    NODE_PEER_MODULES=$dir/node_modules
+}
+
+# start_node_peer DIR PORT MOCK_PORT KEY: AWF's sidecar (benches/node-peer/server.js, unmodified)
+# with only its OpenAI provider configured (OPENAI_API_KEY=KEY), preloading bench-shim.js, which
+# moves its hard-coded listener 0.0.0.0:10000 to 127.0.0.1:PORT (its stub listeners 10001-10004
+# to free loopback ports) and dials its TLS connections for api.openai.com:443 to
+# 127.0.0.1:MOCK_PORT, SNI and certificate check still for api.openai.com against DIR/mock-ca.pem
+# (NODE_EXTRA_CA_CERTS). No HTTPS_PROXY: AWF points it at Squid; here it goes direct, so Node's
+# https.globalAgent (keep-alive) pools the upstream connections. A clean environment (env -i),
+# so no proxy or OTEL variable of this shell leaks in. Its logs as in AWF: JSON lines on stdout
+# (DIR/node.log), and its files in /var/log/api-proxy (otel.jsonl, token-usage.jsonl,
+# models.json, ...): as root, a private mount namespace binds DIR/node-varlog over /var/log
+# (AWF mounts a host directory there); otherwise the env vars it has move all but otel.jsonl
+# (a hard-coded path, best-effort: not written then). Needs install_node_peer first. The pid
+# left in BG_PID is node's (env, unshare and sh exec it).
+start_node_peer() {
+    local dir=$1 port=$2 mock_port=$3 key=$4 src logs
+    src=$(pwd)/benches/node-peer
+    logs=$dir/node-varlog/api-proxy
+    mkdir -p "$logs"
+    local -a vars=(
+        "PATH=$PATH" "HOME=${HOME:-/root}"
+        "NODE_PATH=$NODE_PEER_MODULES"
+        "NODE_EXTRA_CA_CERTS=$dir/mock-ca.pem"
+        "BENCH_LISTEN=127.0.0.1:$port"
+        "BENCH_UPSTREAM=127.0.0.1:$mock_port"
+        "OPENAI_API_KEY=$key"
+        "AWF_TOKEN_LOG_DIR=$logs"
+        "AWF_API_PROXY_LOG_DIR=$logs"
+    )
+    local -a cmd=(node -r "$src/bench-shim.js" "$src/server.js")
+    if [[ $(id -u) == 0 ]] && unshare -m --propagation private true 2>/dev/null; then
+        # shellcheck disable=SC2016 # expanded by the inner sh
+        start_bg "$dir/node.log" env -i "${vars[@]}" unshare -m --propagation private -- \
+            sh -c 'mount --bind "$0" /var/log && exec "$@"' "$dir/node-varlog" "${cmd[@]}"
+    else
+        echo "${0##*/}: not root: the node peer's otel.jsonl (/var/log/api-proxy) is not written" >&2
+        start_bg "$dir/node.log" env -i "${vars[@]}" "${cmd[@]}"
+    fi
+    wait_port "$port" "$BG_PID" "node peer (AWF api-proxy)"
 }
 
 # write_nginx_conf DIR PORT MOCK_PORT KEY WORKERS FDS: writes DIR/nginx.conf (the mock's CA is
