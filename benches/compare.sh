@@ -44,7 +44,7 @@ for arg in "$@"; do
         --docs) docs=1 ;;
         --serve) serve=1 ;;
         --no-build) build=0 ;;
-        -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
