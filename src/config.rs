@@ -32,6 +32,8 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const MAX_MAX_HEADERS: usize = 1000;
 /// Open connections per listener; one more is answered 503 `overloaded` and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Most `limits.workers` (default: one per CPU the process may use).
+pub const MAX_WORKERS: usize = 256;
 /// Concurrent streams per downstream h2c connection (SETTINGS_MAX_CONCURRENT_STREAMS).
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 

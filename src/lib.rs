@@ -32,6 +32,7 @@
 //! reload.rs         key reload on SIGHUP and secret-file change
 //! compose.rs        the AWF compose fragment (`keyproxy-compose`), from serde structs
 //! error.rs          ProxyError -> status + JSON
+//! workers.rs        per-core workers: a runtime, accept loops and upstream pools per thread
 //! logging.rs        logger set-up, sanitising
 //! logline.rs        the JSON log line, formatted by hand
 //! logsink.rs        buffered stdout: batched writes off the request threads
@@ -71,6 +72,7 @@ pub mod upstream_proxy;
 pub mod usage;
 pub mod usage_file;
 pub mod websocket;
+pub mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -174,6 +176,7 @@ pub async fn run(
         admin_drain.handle(),
         "admin".to_owned(),
         plan.limits,
+        Arc::new(tokio::sync::Semaphore::new(plan.limits.max_connections)),
     ));
 
     let callers: Arc<Vec<access::Caller>> = Arc::new(
@@ -182,8 +185,10 @@ pub async fn run(
             .map(access::Caller::from)
             .collect(),
     );
+    let worker_count = plan.limits.workers.unwrap_or_else(workers::default_count);
     let directory = Arc::new(endpoints::Directory::default());
     let mut routes = Vec::with_capacity(provider_count);
+    let mut listening = Vec::with_capacity(provider_count);
     for ((mut provider, listener), addr) in
         plan.providers.into_iter().zip(bound.providers).zip(addrs)
     {
@@ -206,8 +211,11 @@ pub async fn run(
             ),
         }
         let metrics = shared.metrics.provider(&provider.name);
-        let client = upstream::client(tls.clone(), &provider, &plan.limits, &metrics);
-        let mut route = Route::new(provider, client, plan.limits, shared.clone(), metrics);
+        let client = || upstream::client(tls.clone(), &provider, &plan.limits, &metrics);
+        let first = client();
+        let worker_clients = (1..worker_count).map(|_| client()).collect();
+        let mut route = Route::new(provider, first, plan.limits, shared.clone(), metrics);
+        route.worker_clients = worker_clients;
         route.token_usage = plan.observability.token_usage;
         route.usage_log = usage_log.clone();
         route.directory = directory.clone();
@@ -219,17 +227,19 @@ pub async fn run(
         ));
         let route = Arc::new(route);
         routes.push(route.clone());
-        tokio::spawn(listener::serve(
+        let listener = listener
+            .into_std()
+            .map_err(|e| format!("cannot hand the {listener_name} listener to the workers: {e}"))?;
+        listening.push(workers::Listening {
             listener,
-            move || {
-                let route = route.clone();
-                hyper::service::service_fn(move |req| proxy::handle(route.clone(), req))
-            },
-            drain.handle(),
-            listener_name,
-            plan.limits,
-        ));
+            route,
+            slots: Arc::new(tokio::sync::Semaphore::new(plan.limits.max_connections)),
+            name: listener_name,
+        });
     }
+    let workers =
+        workers::Workers::start(worker_count, &listening, || drain.handle(), plan.limits)?;
+    drop(listening);
 
     let squid = routes
         .iter()
@@ -256,6 +266,8 @@ pub async fn run(
         drain_timeout_ms = limit.as_millis() as u64
     );
     let drained = listener::within(limit, drain.drain()).await.is_some();
+    // Streams still open past the drain timeout end with their worker's runtime.
+    let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     drop(usage_log);
     if let Some(writer) = usage_writer {
         // Streams still open after the drain timeout hold senders; do not wait for them.

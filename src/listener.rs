@@ -104,13 +104,15 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// `limits` bound every connection (docs/security.md): `header_read_timeout`, `max_header_bytes`
 /// and `max_headers` (HTTP/1.1 head; h2c header list), `keep_alive_timeout` (no request in
 /// flight), `max_concurrent_streams` (h2c) and `max_connections` (open connections on this
-/// listener: one more is answered `503 overloaded` and closed). `name` appears in that answer.
+/// listener, `slots`, shared by the workers accepting on it: one more is answered
+/// `503 overloaded` and closed). `name` appears in that answer.
 pub async fn serve<S, F>(
     listener: TcpListener,
     make_service: F,
     mut drain: DrainHandle,
     name: String,
     limits: Limits,
+    slots: Arc<Semaphore>,
 ) where
     F: Fn() -> S,
     S: Service<
@@ -137,7 +139,6 @@ pub async fn serve<S, F>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     let mut refused = Refused::default();
     loop {

@@ -189,7 +189,9 @@ fn serve_plan(plan: Plan, args: RunArgs) -> ExitCode {
 }
 
 fn run_runtime(plan: Plan) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // This thread's runtime runs the admin listener, signals, key reload and the drain; the
+    // provider listeners run on the workers (`workers.rs`), one runtime per thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -97,6 +97,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Concurrent streams per h2c connection.
     pub max_concurrent_streams: u32,
+    /// Worker threads (`workers.rs`); `None`: one per CPU the process may use.
+    pub workers: Option<usize>,
 }
 
 impl Default for Limits {
@@ -114,6 +116,7 @@ impl Default for Limits {
             max_headers: config::DEFAULT_MAX_HEADERS,
             max_connections: config::DEFAULT_MAX_CONNECTIONS,
             max_concurrent_streams: config::DEFAULT_MAX_CONCURRENT_STREAMS,
+            workers: None,
         }
     }
 }
@@ -294,6 +297,14 @@ impl Plan {
             l.max_headers,
             l.max_connections,
             l.max_concurrent_streams,
+        );
+        let _ = writeln!(
+            out,
+            "workers: {}",
+            l.workers.map_or_else(
+                || format!("{} (one per CPU)", crate::workers::default_count()),
+                |n| n.to_string()
+            ),
         );
         if !self.callers.is_empty() {
             let names: Vec<&str> = self.callers.iter().map(|c| c.name.as_str()).collect();
@@ -588,6 +599,7 @@ fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {
         "max_headers",
         "max_connections",
         "max_concurrent_streams",
+        "workers",
     ];
     let map = node.map(&keys, errors)?;
     let mut l = Limits::default();
@@ -644,6 +656,9 @@ fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {
     }
     if let Some(v) = count("max_concurrent_streams", most, errors) {
         l.max_concurrent_streams = v as u32;
+    }
+    if let Some(v) = count("workers", config::MAX_WORKERS as u64, errors) {
+        l.workers = Some(v as usize);
     }
     Some(l)
 }

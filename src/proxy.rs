@@ -31,10 +31,14 @@ use crate::usage_file::UsageLog;
 use crate::websocket;
 use crate::Shared;
 
-/// One provider's listener: its plan, its pooled upstream client, and the process state.
+/// One provider's listener: its plan, its pooled upstream clients, and the process state.
 pub struct Route {
     pub provider: ProviderPlan,
+    /// Worker 0's pooled upstream client (`workers.rs`; also the client outside any worker).
     pub client: UpstreamClient,
+    /// Workers 1.. each have their own, so a worker's requests use connections that run on
+    /// its own thread.
+    pub worker_clients: Vec<UpstreamClient>,
     pub limits: Limits,
     pub shared: Arc<Shared>,
     pub metrics: ProviderMetrics,
@@ -69,6 +73,7 @@ impl Route {
             upstream_host: Arc::from(provider.host.as_str()),
             provider_name: Arc::from(provider.name.as_str()),
             client,
+            worker_clients: Vec::new(),
             limits,
             shared,
             metrics,
@@ -81,6 +86,16 @@ impl Route {
             callers: Arc::default(),
             budget: provider.budget.map(crate::budget::TokenBudget::new),
             provider,
+        }
+    }
+}
+
+impl Route {
+    /// The upstream client of the worker running this request.
+    pub fn client(&self) -> &UpstreamClient {
+        match crate::workers::current() {
+            0 => &self.client,
+            i => self.worker_clients.get(i - 1).unwrap_or(&self.client),
         }
     }
 }
@@ -211,7 +226,7 @@ async fn forward(
     let sent_at = Instant::now();
     let sent = tokio::time::timeout(
         route.limits.request_timeout,
-        route.client.request(upstream_req),
+        route.client().request(upstream_req),
     )
     .await;
     let resp = match sent {

@@ -41,7 +41,8 @@ async fn stream(addr: std::net::SocketAddr, path: &str) -> Result<usize, String>
 /// connection at the same time: only the reset one fails, the others complete.
 #[tokio::test]
 async fn h2_stream_reset_affects_only_its_own_stream() {
-    let h = Harness::start(MockConfig::default(), "").await;
+    // One worker: all five streams on its one h2 connection.
+    let h = Harness::start(MockConfig::default(), "limits: {workers: 1}").await;
     still_serves(&h).await;
     let addr = h.openai();
     let healthy: Vec<_> = (0..4)
@@ -143,7 +144,11 @@ async fn slow_tls_handshake_within_and_beyond_the_connect_timeout() {
     assert!(start.elapsed() >= Duration::from_millis(300));
 
     // Beyond: openai's pool already holds an h2 connection; anthropic's pool must open one.
-    let h = Harness::start(MockConfig::default(), "limits: {connect_timeout: 600ms}").await;
+    let h = Harness::start(
+        MockConfig::default(),
+        "limits: {connect_timeout: 600ms, workers: 1}",
+    )
+    .await;
     still_serves(&h).await;
     h.mock.set_handshake_delay(Duration::from_secs(3));
     let stalled = tokio::spawn(send(post(h.anthropic(), "/mock/echo", "{}")));

@@ -14,6 +14,7 @@ use mock_upstream::MockConfig;
 fn providers(mock: std::net::SocketAddr, usage: &std::path::Path, token_usage: bool) -> String {
     format!(
         "observability: {{token_usage: {token_usage}{}}}
+limits: {{workers: 1}}
 providers:
   openai: {{listen: 127.0.0.1:0, api_key: env:KP_TEST_KEY, upstream_address: '{mock}'}}
   anthropic: {{listen: 127.0.0.1:0, api_key: env:KP_TEST_KEY, upstream_address: '{mock}'}}

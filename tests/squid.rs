@@ -29,6 +29,9 @@ fn mock_cfg() -> MockConfig {
     }
 }
 
+/// One worker: one upstream pool, so tunnels and TLS sessions can be counted exactly.
+const ONE_WORKER: &str = "limits: {workers: 1}";
+
 /// Mock + Squid (allowing or denying CONNECT to the mock's port) + proxy with
 /// `upstream_proxy` = Squid and `extra` YAML (e.g. limits). None when Squid is missing.
 async fn through_squid(policy: Policy, extra: &str) -> Option<(Harness, Squid)> {
@@ -126,7 +129,7 @@ async fn stream_lags(addr: std::net::SocketAddr) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_and_streaming_calls_go_through_squid() {
-    let Some((h, mut squid)) = through_squid(Policy::Allow, "").await else {
+    let Some((h, mut squid)) = through_squid(Policy::Allow, ONE_WORKER).await else {
         return;
     };
     let mock_port = h.mock.addr().port();
@@ -199,7 +202,7 @@ async fn plain_and_streaming_calls_go_through_squid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_requests_share_one_tunnel() {
-    let Some((h, mut squid)) = through_squid(Policy::Allow, "").await else {
+    let Some((h, mut squid)) = through_squid(Policy::Allow, ONE_WORKER).await else {
         return;
     };
     let addr = h.openai();
@@ -283,7 +286,7 @@ async fn nothing_listening_at_the_proxy_is_a_502_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn squid_restart_while_running() {
-    let Some((h, mut squid)) = through_squid(Policy::Allow, "").await else {
+    let Some((h, mut squid)) = through_squid(Policy::Allow, ONE_WORKER).await else {
         return;
     };
     let addr = h.openai();

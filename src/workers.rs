@@ -1,0 +1,121 @@
+//! Per-core workers: one OS thread per worker, each running its own single-threaded tokio
+//! runtime that accepts on every provider listener and owns its own upstream connection pools.
+//! A request is served start to end on one thread (its client connection, its upstream h2
+//! connection, its body), so the request path makes no cross-thread wake-ups; the kernel hands
+//! each new connection to whichever worker accepts it first.
+
+use std::cell::Cell;
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::listener::{self, DrainHandle};
+use crate::plan::Limits;
+use crate::proxy::{self, Route};
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the worker running on this thread (0 outside any worker).
+pub fn current() -> usize {
+    WORKER.get()
+}
+
+/// The number of workers when `limits.workers` is not set: the CPUs this process may use.
+pub fn default_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One provider listener, as every worker accepts on it.
+pub struct Listening {
+    pub listener: StdListener,
+    pub route: Arc<Route>,
+    /// `limits.max_connections` for this listener, shared by all workers.
+    pub slots: Arc<Semaphore>,
+    pub name: String,
+}
+
+/// The running workers; `stop` ends them (after the drain).
+pub struct Workers {
+    threads: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Workers {
+    /// Starts `count` workers, each serving every listener in `listening` until drained.
+    pub fn start(
+        count: usize,
+        listening: &[Listening],
+        drain: impl Fn() -> DrainHandle,
+        limits: Limits,
+    ) -> Result<Workers, String> {
+        let (stop, stop_rx) = watch::channel(false);
+        let mut workers = Workers {
+            threads: Vec::with_capacity(count),
+            stop,
+        };
+        for index in 0..count {
+            let mut mine = Vec::with_capacity(listening.len());
+            for l in listening {
+                let listener = l
+                    .listener
+                    .try_clone()
+                    .map_err(|e| format!("cannot share the {} listener: {e}", l.name))?;
+                mine.push((listener, l.route.clone(), l.slots.clone(), l.name.clone()));
+            }
+            let handle = drain();
+            let mut stop_rx = stop_rx.clone();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start worker {index}'s runtime: {e}"))?;
+            let thread = std::thread::Builder::new()
+                .name(format!("worker-{index}"))
+                .spawn(move || {
+                    WORKER.set(index);
+                    runtime.block_on(async move {
+                        for (listener, route, slots, name) in mine {
+                            let listener = match TcpListener::from_std(listener) {
+                                Ok(l) => l,
+                                Err(e) => {
+                                    tracing::error!(event = "accept_error", listener = name.as_str(), error = %e);
+                                    continue;
+                                }
+                            };
+                            tokio::spawn(listener::serve(
+                                listener,
+                                move || {
+                                    let route = route.clone();
+                                    hyper::service::service_fn(move |req| {
+                                        proxy::handle(route.clone(), req)
+                                    })
+                                },
+                                handle.clone(),
+                                name,
+                                limits,
+                                slots,
+                            ));
+                        }
+                        drop(handle);
+                        let _ = stop_rx.wait_for(|s| *s).await;
+                    });
+                    // Dropping the runtime here ends what is still open past the drain.
+                })
+                .map_err(|e| format!("cannot start worker thread {index}: {e}"))?;
+            workers.threads.push(thread);
+        }
+        Ok(workers)
+    }
+
+    /// Ends every worker (open connections are closed) and waits for their threads.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
