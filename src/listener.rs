@@ -15,9 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -123,9 +123,8 @@ pub async fn serve<S, F>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
     let header_bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
-    let mut http1 = builder.http1();
+    let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -134,11 +133,12 @@ pub async fn serve<S, F>(
     if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         http1.max_headers(limits.max_headers);
     }
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let builders = Arc::new((http1, http2));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     let mut refused = Refused::default();
     loop {
@@ -174,14 +174,34 @@ pub async fn serve<S, F>(
         let service = Tracked {
             inner: service,
             load,
+            max_head: header_bytes,
         };
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
         let mut handle = drain.clone();
         let (first, next) = (limits.header_read_timeout, limits.keep_alive_timeout);
+        let builders = builders.clone();
         tokio::spawn(async move {
-            let mut conn = pin!(conn);
+            // Which protocol: HTTP/1.1 unless the client opens with the h2 preface (h2c).
+            let sniffed = tokio::select! {
+                p = sniff(&stream) => p,
+                _ = handle.draining() => None,
+                _ = idle(idle_rx.clone(), first, next) => None,
+            };
+            let Some(h2c) = sniffed else {
+                drop(handle);
+                drop(slot);
+                return;
+            };
+            let (http1, http2) = &*builders;
+            let io = TokioIo::new(stream);
+            let mut conn = pin!(if h2c {
+                Conn::H2 {
+                    conn: http2.serve_connection(io, service),
+                }
+            } else {
+                Conn::H1 {
+                    conn: http1.serve_connection(io, service).with_upgrades(),
+                }
+            });
             tokio::select! {
                 _ = conn.as_mut() => {}
                 _ = handle.draining() => {
@@ -202,6 +222,95 @@ pub async fn serve<S, F>(
             drop(handle);
             drop(slot);
         });
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 3.4): how an h2c client opens.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How long to wait between looks when a client sent only part of the preface so far.
+const SNIFF_RETRY: Duration = Duration::from_millis(5);
+
+/// Looks at the first bytes without consuming them: `Some(true)` for the h2 preface,
+/// `Some(false)` for anything else (HTTP/1.1), `None` when the client closed first. Peeking
+/// instead of reading means hyper reads the socket itself from the first byte, into one
+/// right-sized buffer (a replayed prefix made hyper's HTTP/1.1 read buffer grow to 16 KiB).
+async fn sniff(stream: &TcpStream) -> Option<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // A prefix of the preface: wait for the rest (bounded by the idle timer around us).
+        tokio::time::sleep(SNIFF_RETRY).await;
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One client connection, HTTP/1.1 (with upgrades) or h2c.
+    #[project = ConnProj]
+    enum Conn<H1, H2> {
+        H1 { #[pin] conn: H1 },
+        H2 { #[pin] conn: H2 },
+    }
+}
+
+/// A hyper server connection that can be asked to finish gracefully.
+trait Graceful: Future {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, B, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, B, S, E> Graceful for http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
+    }
+}
+
+impl<H1: Graceful, H2: Graceful> Conn<H1, H2> {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.project() {
+            ConnProj::H1 { conn } => conn.graceful_shutdown(),
+            ConnProj::H2 { conn } => conn.graceful_shutdown(),
+        }
+    }
+}
+
+impl<H1: Graceful, H2: Graceful> Future for Conn<H1, H2> {
+    /// Connection errors (a client that vanished, a protocol error) end only this connection.
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.project() {
+            ConnProj::H1 { conn } => conn.poll(cx).map(|_| ()),
+            ConnProj::H2 { conn } => conn.poll(cx).map(|_| ()),
+        }
     }
 }
 
@@ -332,6 +441,21 @@ impl Drop for InFlight {
 struct Tracked<S> {
     inner: S,
     load: Arc<watch::Sender<Load>>,
+    /// `limits.max_header_bytes`: an HTTP/1.1 head over it gets 431 here when hyper's read
+    /// buffer cap let it through (hyper checks its cap only between reads, so a head that
+    /// arrives in one large read can pass it).
+    max_head: usize,
+}
+
+/// The size of an HTTP/1.1 request head as sent: request line, `name: value` lines, blank line.
+fn head_size(req: &hyper::Request<Incoming>) -> usize {
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n".len()
+        + 1;
+    req.headers()
+        .iter()
+        .fold(line + 2, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
 impl<S> Service<hyper::Request<Incoming>> for Tracked<S>
@@ -340,12 +464,29 @@ where
 {
     type Response = hyper::Response<Counted>;
     type Error = S::Error;
+    /// Boxed: hyper keeps a slot the size of this future for every connection's lifetime,
+    /// and the proxy's request future is kilobytes; boxed, only requests in progress pay it.
     type Future = TrackedFuture<S::Future>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        if req.version() < http::Version::HTTP_2 && head_size(&req) > self.max_head {
+            // What hyper answers for a head over its buffer: 431, empty body, then close.
+            let mut resp = hyper::Response::new(ProxyBody::Full(None));
+            *resp.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return TrackedFuture {
+                guard: None,
+                inner: None,
+                early: Some(resp),
+            };
+        }
         TrackedFuture {
             guard: Some(InFlight::new(&self.load)),
-            inner: self.inner.call(req),
+            inner: Some(Box::pin(self.inner.call(req))),
+            early: None,
         }
     }
 }
@@ -353,8 +494,9 @@ where
 pin_project_lite::pin_project! {
     /// The service's future; hands its in-flight count to the response body.
     struct TrackedFuture<F> {
-        #[pin]
-        inner: F,
+        inner: Option<Pin<Box<F>>>,
+        // An answer decided before calling the service.
+        early: Option<hyper::Response<ProxyBody>>,
         guard: Option<InFlight>,
     }
 }
@@ -367,7 +509,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let resp = ready!(this.inner.poll(cx))?;
+        let resp = match (this.early.take(), this.inner.as_mut()) {
+            (Some(resp), _) => resp,
+            (None, Some(inner)) => ready!(inner.as_mut().poll(cx))?,
+            (None, None) => return Poll::Pending,
+        };
+        *this.inner = None;
         let guard = this.guard.take();
         Poll::Ready(Ok(resp.map(|inner| Counted {
             inner,
