@@ -579,10 +579,19 @@ async fn run_all(cfg: &BenchConfig) -> Report {
             let p = procs.clone();
             let (held, during) =
                 hold_streams(&t.client, &t.url("/mock/hang"), open, move || p.rss_kib()).await;
-            r.check(
-                held == open,
-                format!("{}: only {held} of {open} streams opened", t.name),
-            );
+            if t.name == support::report::KEYPROXY {
+                r.check(
+                    held == open,
+                    format!("{}: only {held} of {open} streams opened", t.name),
+                );
+            } else if held < open {
+                // A peer's own limit (the node peer needs two descriptors per stream in one
+                // process, above this machine's 20,000): a note, and the figure over what it held.
+                r.note(format!(
+                    "{}: held only {held} of {open} open streams; its memory per stream is over those {held}",
+                    t.name
+                ));
+            }
             r.set(
                 &format!("rss_open_{open}_kib"),
                 &format!("RSS with {open} open streams (KiB)"),

@@ -152,12 +152,15 @@ impl Visit for Fields<'_> {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        push_u64(self.out, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        if value < 0 {
+            self.out.push('-');
+        }
+        push_u64(self.out, value.unsigned_abs());
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -167,11 +170,7 @@ impl Visit for Fields<'_> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
-        if value.is_finite() {
-            let _ = write!(self.out, "{value}");
-        } else {
-            self.out.push_str("null");
-        }
+        push_f64(self.out, value);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -187,6 +186,65 @@ impl Visit for Fields<'_> {
         let _ = write!(Escaping(self.out), "{value:?}");
         self.out.push('"');
     }
+}
+
+/// Appends `value` as `{value}` prints it (`null` when not finite), without the float
+/// formatter for whole thousandths: durations are logged in milliseconds rounded to the
+/// microsecond (`1.234`).
+fn push_f64(out: &mut String, value: f64) {
+    if !value.is_finite() {
+        out.push_str("null");
+    } else if let Some(thousandths) = exact_thousandths(value) {
+        if thousandths < 0 {
+            out.push('-');
+        }
+        let t = thousandths.unsigned_abs();
+        push_u64(out, t / 1000);
+        let frac = t % 1000;
+        if frac != 0 {
+            let digits = [
+                b'.',
+                b'0' + (frac / 100) as u8,
+                b'0' + (frac / 10 % 10) as u8,
+                b'0' + (frac % 10) as u8,
+            ];
+            let len = match frac {
+                f if f % 100 == 0 => 2,
+                f if f % 10 == 0 => 3,
+                _ => 4,
+            };
+            out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or_default());
+        }
+    } else {
+        let _ = write!(out, "{value}");
+    }
+}
+
+/// Appends the decimal digits of `n`.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+}
+
+/// `v * 1000` when `v` is a whole number of thousandths that `{v}` would print exactly
+/// (no exponent, at most three decimals), else `None`.
+fn exact_thousandths(v: f64) -> Option<i64> {
+    const LIMIT: f64 = 1e12;
+    if v.abs() >= LIMIT {
+        return None;
+    }
+    let t = (v * 1000.0).round();
+    // The shortest representation of `v` is `t / 1000` only if they are the same double.
+    (t / 1000.0 == v).then_some(t as i64)
 }
 
 /// A `fmt::Write` that JSON-escapes what it is given.
@@ -244,6 +302,35 @@ mod tests {
         assert_eq!(at(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
         // The per-second cache: a second change is seen.
         assert_eq!(at(1_795_923_828, 1), "2026-11-29T03:43:48.000001Z");
+    }
+
+    #[test]
+    fn numbers_print_as_display_would() {
+        for v in [
+            0.0,
+            1.5,
+            2.0,
+            174.553,
+            0.09,
+            0.001,
+            1.1,
+            3001.718,
+            -2.25,
+            123456.789,
+            0.1 + 0.2,
+            1e-7,
+            1e13,
+            12.3456,
+        ] {
+            let mut s = String::new();
+            push_f64(&mut s, v);
+            assert_eq!(s, format!("{v}"), "{v}");
+        }
+        for v in [0u64, 7, 10, 999, 1000, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, v);
+            assert_eq!(s, v.to_string());
+        }
     }
 
     #[test]
