@@ -750,3 +750,44 @@ fn lockfile_has_patched_hyper_and_h2() {
     );
     assert!(version("h2") >= vec![0, 4, 17], "h2 {:?}", version("h2"));
 }
+
+/// The protocol is chosen by peeking at the first bytes: an h2c preface that arrives in pieces
+/// (here 3 bytes, then the rest 100 ms later) is still h2c, and an HTTP/1.1 request that starts
+/// like the preface (`P` of `POST`, then the rest later) is still HTTP/1.1.
+#[tokio::test]
+async fn split_h2c_preface_and_preface_like_http1_start_are_told_apart() {
+    let h = Harness::start(MockConfig::default(), "").await;
+
+    let mut s = TcpStream::connect(h.openai()).await.unwrap();
+    s.write_all(b"PRI").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b" * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .expect("no answer to a split preface")
+        .unwrap();
+    assert_eq!(
+        head[3], 4,
+        "the server's first frame is not SETTINGS: {head:?}"
+    );
+
+    let mut s = TcpStream::connect(h.openai()).await.unwrap();
+    s.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(
+        b"OST /mock/echo HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi",
+    )
+    .await
+    .unwrap();
+    let got = read_all(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        got.status_line().starts_with("HTTP/1.1 200"),
+        "{}",
+        got.text
+    );
+    assert_eq!(got.json()["len"], 2, "{}", got.text);
+    still_serves(&h).await;
+}
