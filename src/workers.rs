@@ -16,6 +16,10 @@ use crate::listener::{self, DrainHandle};
 use crate::plan::Limits;
 use crate::proxy::{self, Route};
 
+/// Threads each worker may start for blocking work (decompressing a response to read its token
+/// usage): a few, so threads stay well inside a container's pids limit on a many-core host.
+const BLOCKING_THREADS: usize = 2;
+
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
 }
@@ -71,6 +75,7 @@ impl Workers {
             let mut stop_rx = stop_rx.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .max_blocking_threads(BLOCKING_THREADS)
                 .build()
                 .map_err(|e| format!("cannot start worker {index}'s runtime: {e}"))?;
             let thread = std::thread::Builder::new()
