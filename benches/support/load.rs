@@ -1,5 +1,14 @@
 //! Clients and load loops: sequential latency, open-loop fixed rate, closed-loop throughput, SSE
 //! streams with every event checked, uploads, the 413 path, and streams held open.
+//!
+//! Nothing here waits on a target for ever: a response head, a whole small body, each SSE frame
+//! and each upload get [`REQUEST_TIMEOUT`] (a timed-out request counts as failed), and no loop
+//! opens more than [`MAX_CONNECTING`] connections at once or keeps more than [`MAX_IN_FLIGHT`]
+//! requests outstanding. A burst of thousands of connects to a slow single-threaded peer (the
+//! node peer: one JavaScript thread, listen backlog 511) overflows its accept queue; the kernel
+//! then drops the handshake's last ACK (or answers with a SYN cookie) and the client holds a
+//! connection the server never accepted: a request written to it waits on TCP retransmission
+//! backoff for minutes.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -11,6 +20,27 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use llm_keyproxy::upstream::Connector;
+
+/// The longest the bench waits for a response head, a small body, the next SSE frame or an upload.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most requests outstanding at once in the open loop ([`fixed_rate`]): a target that falls
+/// further behind is not keeping up with the rate, and the requests due meanwhile are skipped.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Most connections being opened at once ([`warm_connections`], [`hold_streams`]): half the
+/// node peer's listen backlog (Node's default, 511).
+pub const MAX_CONNECTING: usize = 256;
+
+/// `fut`, or Err("timed out after ...") after `limit`.
+pub async fn within<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| Err(format!("timed out after {} s", limit.as_secs())))
+}
 
 pub type DirectClient = Client<Connector, Full<Bytes>>;
 pub type PlainClient = Client<HttpConnector, Full<Bytes>>;
@@ -34,12 +64,16 @@ pub fn plain_client() -> PlainClient {
 type Resp = http::Response<hyper::body::Incoming>;
 
 impl AnyClient {
+    /// The response head, within [`REQUEST_TIMEOUT`].
     pub async fn request(&self, req: Request<Full<Bytes>>) -> Result<Resp, String> {
-        let resp = match self {
-            AnyClient::Direct(c) => c.request(req).await,
-            AnyClient::Plain(c) => c.request(req).await,
-        };
-        resp.map_err(|e| format!("{e:?}"))
+        within(REQUEST_TIMEOUT, async {
+            let resp = match self {
+                AnyClient::Direct(c) => c.request(req).await,
+                AnyClient::Plain(c) => c.request(req).await,
+            };
+            resp.map_err(|e| format!("{e:?}"))
+        })
+        .await
     }
 
     /// A GET carrying client credentials the proxies must remove or replace.
@@ -62,18 +96,22 @@ impl AnyClient {
     }
 }
 
-/// GET and read the whole body; Err on a transport error or a non-2xx status.
+/// GET and read the whole body within [`REQUEST_TIMEOUT`]; Err on a transport error, a timeout
+/// or a non-2xx status.
 pub async fn get_all(c: &AnyClient, url: &str) -> Result<(), String> {
-    let resp = c.get(url).await?;
-    let status = resp.status();
-    resp.into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("status {status}"));
-    }
-    Ok(())
+    within(REQUEST_TIMEOUT, async {
+        let resp = c.get(url).await?;
+        let status = resp.status();
+        resp.into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("status {status}"));
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Microsecond samples, and how many attempts failed.
@@ -128,21 +166,31 @@ pub async fn latency_1conn(c: &AnyClient, url: &str, n: usize) -> Samples {
 
 /// Requests started at a fixed rate regardless of completions (open loop). Tokio's timer has
 /// 1 ms resolution, so requests leave in 1 ms batches (5 at a time at 5k/s); latency is timed
-/// from each request's actual start.
-pub async fn fixed_rate(c: &AnyClient, url: &str, rate: u64, secs: u64) -> Samples {
+/// from each request's actual start. A request due while [`MAX_IN_FLIGHT`] are outstanding is
+/// not sent (the target is not keeping up with the rate; each waiting request would need a
+/// connection of its own): returns the samples and how many requests were skipped.
+pub async fn fixed_rate(c: &AnyClient, url: &str, rate: u64, secs: u64) -> (Samples, u64) {
     let total = rate * secs;
     let every = Duration::from_secs_f64(1.0 / rate as f64);
     let start = tokio::time::Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut skipped = 0;
     let mut tasks = Vec::with_capacity(total as usize);
     for i in 0..total {
         tokio::time::sleep_until(start + every * i as u32).await;
+        let Ok(permit) = gate.clone().try_acquire_owned() else {
+            skipped += 1;
+            continue;
+        };
         let (c, url) = (c.clone(), url.to_owned());
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            get_all(&c, &url)
+            let r = get_all(&c, &url)
                 .await
                 .ok()
-                .map(|_| t.elapsed().as_secs_f64() * 1e6)
+                .map(|_| t.elapsed().as_secs_f64() * 1e6);
+            drop(permit);
+            r
         }));
     }
     let mut s = Samples::default();
@@ -152,7 +200,7 @@ pub async fn fixed_rate(c: &AnyClient, url: &str, rate: u64, secs: u64) -> Sampl
             _ => s.errors += 1,
         }
     }
-    s
+    (s, skipped)
 }
 
 pub struct Throughput {
@@ -209,6 +257,17 @@ pub struct SseResult {
 }
 
 impl SseResult {
+    /// No figures (every one NaN): a peer's failed run, left out of the report.
+    pub fn missing() -> SseResult {
+        SseResult {
+            events: 0,
+            bytes: 0,
+            secs: f64::NAN,
+            errors: 0,
+            ttfb: Samples::default(),
+            lag: Samples::default(),
+        }
+    }
     pub fn events_per_sec(&self) -> f64 {
         self.events as f64 / self.secs
     }
@@ -287,7 +346,13 @@ pub async fn one_stream(
     let mut bytes = 0u64;
     let mut ttfb = None;
     let mut lags = Vec::with_capacity(events);
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = tokio::time::timeout(REQUEST_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| format!("no data for {} s", REQUEST_TIMEOUT.as_secs()))?;
+        let Some(frame) = frame else {
+            break;
+        };
         let frame = frame.map_err(|e| e.to_string())?;
         let Ok(data) = frame.into_data() else {
             continue;
@@ -317,18 +382,23 @@ pub async fn one_stream(
 }
 
 /// `n` uploads of `size` bytes, answered 200 by `/mock/echo` with the length it received; MB/s.
+/// Each upload (sending the body, the answer) within [`REQUEST_TIMEOUT`].
 pub async fn upload(c: &AnyClient, url: &str, size: usize, n: usize) -> Result<f64, String> {
     let body = Bytes::from(vec![b'u'; size]);
     let start = Instant::now();
     for _ in 0..n {
-        let resp = c.post(url, body.clone()).await?;
-        let status = resp.status();
-        let got = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let (status, got) = within(REQUEST_TIMEOUT, async {
+            let resp = c.post(url, body.clone()).await?;
+            let status = resp.status();
+            let got = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok((status, got))
+        })
+        .await?;
         if status != 200 {
             return Err(format!("upload answered {status}"));
         }
@@ -344,7 +414,8 @@ pub async fn upload(c: &AnyClient, url: &str, size: usize, n: usize) -> Result<f
 /// sent. Returns (status, microseconds to the status line).
 pub fn too_large(port: u16) -> (u16, f64) {
     let t = Instant::now();
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
         return (0, f64::NAN);
     };
     let _ = s.set_nodelay(true);
@@ -365,8 +436,43 @@ pub fn too_large(port: u16) -> (u16, f64) {
     (status, took)
 }
 
-/// Opens `n` streams (at most 256 connecting at once; each must answer 2xx and send its first
-/// event within 30 s) that stay open, calls `measure` while they are, then closes them.
+/// Opens `n` client connections to a target and leaves them idle in `c`'s pool, at most
+/// [`MAX_CONNECTING`] being opened at once: each carries one GET of `url` (a short response)
+/// whose body is read only once every one of the `n` has its response head, so no connection is
+/// reused for another of them. Returns how many got a 2xx head (within [`REQUEST_TIMEOUT`]).
+pub async fn warm_connections(c: &AnyClient, url: &str, n: usize) -> usize {
+    let gate = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTING));
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (c, url, gate, barrier) = (c.clone(), url.to_owned(), gate.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let resp = match gate.acquire_owned().await {
+                Ok(_permit) => c.get(&url).await.ok(),
+                Err(_) => None,
+            };
+            // Every task reaches the barrier, whatever became of its request.
+            barrier.wait().await;
+            let resp = resp.filter(|r| r.status().is_success())?;
+            within(REQUEST_TIMEOUT, async {
+                resp.into_body().collect().await.map_err(|e| e.to_string())
+            })
+            .await
+            .ok()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if let Ok(Some(_)) = t.await {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+/// Opens `n` streams (at most [`MAX_CONNECTING`] connecting at once; each must answer 2xx and
+/// send its first event within 30 s, and all of them must be open within 30 s + 10 ms per
+/// stream) that stay open, calls `measure` while they are, then closes them.
 /// Returns (streams held, what `measure` returned).
 pub async fn hold_streams<T>(
     c: &AnyClient,
@@ -374,27 +480,30 @@ pub async fn hold_streams<T>(
     n: usize,
     measure: impl FnOnce() -> T,
 ) -> (usize, T) {
-    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let gate = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTING));
+    let deadline =
+        tokio::time::Instant::now() + REQUEST_TIMEOUT + Duration::from_millis(10) * n as u32;
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
         let (c, url, gate) = (c.clone(), url.to_owned(), gate.clone());
         tasks.push(tokio::spawn(async move {
-            let permit = gate.acquire_owned().await.ok()?;
             let open = async {
-                let resp = c.get(&url).await.ok()?;
-                if !resp.status().is_success() {
-                    return None;
-                }
-                let mut body = resp.into_body();
-                body.frame().await?.ok()?;
-                Some(body)
+                let _permit = gate.acquire_owned().await.ok()?;
+                let open = async {
+                    let resp = c.get(&url).await.ok()?;
+                    if !resp.status().is_success() {
+                        return None;
+                    }
+                    let mut body = resp.into_body();
+                    body.frame().await?.ok()?;
+                    Some(body)
+                };
+                tokio::time::timeout(REQUEST_TIMEOUT, open)
+                    .await
+                    .ok()
+                    .flatten()
             };
-            let body = tokio::time::timeout(Duration::from_secs(30), open)
-                .await
-                .ok()
-                .flatten();
-            drop(permit);
-            body
+            tokio::time::timeout_at(deadline, open).await.ok().flatten()
         }));
     }
     let mut held = Vec::with_capacity(n);
