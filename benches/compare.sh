@@ -178,7 +178,7 @@ KEYPROXY_BENCH_LATE_413="$late_413" \
 KEYPROXY_BENCH_MOCK="127.0.0.1:$MOCK_PORT" \
 KEYPROXY_BENCH_MOCK_CA="$DIR/mock-ca.pem" \
 KEYPROXY_BENCH_KEY="$KEY" \
-KEYPROXY_BENCH_NOTE="$note; llm-keyproxy: tokio default runtime ($CORES worker threads); each logs one line per request to a file (node: about six)" \
+KEYPROXY_BENCH_NOTE="$note; llm-keyproxy: $CORES workers (one per core, each a current-thread runtime with its own upstream pool); each logs one line per request to a file (node: about six)" \
     cargo bench -q --bench load 2>&1 | tee target/bench-compare.txt
 bench_rc=${PIPESTATUS[0]}
 set -e
