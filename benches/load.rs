@@ -265,6 +265,15 @@ async fn run_all(cfg: &BenchConfig) -> Report {
     for t in &env.targets {
         let skip = skipped.get(&t.name).copied().unwrap_or(0);
         let total = rate * scale.rate_secs * scale.rounds as u64;
+        if skip > 0 && skip * 100 <= total {
+            // A brief stall on a shared machine (at most 1% of the requests): reported, and the
+            // percentiles stay (they are over the requests sent); more is not keeping up.
+            r.note(format!(
+                "{}: fixed rate: {skip} of {total} requests not sent, at moments when {MAX_IN_FLIGHT} were already outstanding (at most 1%: a note; its percentiles are over the requests sent)",
+                t.name
+            ));
+            continue;
+        }
         if !judge(
             &mut r,
             t,
