@@ -186,9 +186,9 @@ pub async fn serve<S, F>(
                 _ = handle.draining() => None,
                 _ = idle(idle_rx.clone(), first, next) => None,
             };
+            // Closed, or nothing sent before draining / the header timeout: the slot and the
+            // drain handle go with this task.
             let Some(h2c) = sniffed else {
-                drop(handle);
-                drop(slot);
                 return;
             };
             let (http1, http2) = &*builders;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use clap::Parser;
 use llm_keyproxy::logging::{self, LogFormat};
-
 use llm_keyproxy::plan::Plan;
 use llm_keyproxy::{run, Bound, Shared};
 

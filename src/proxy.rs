@@ -88,9 +88,7 @@ impl Route {
             provider,
         }
     }
-}
 
-impl Route {
     /// The upstream client of the worker running this request.
     pub fn client(&self) -> &UpstreamClient {
         match crate::workers::current() {
