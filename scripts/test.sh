@@ -20,6 +20,10 @@ note() { notes+=("$1"); echo "test.sh: $1" >&2; }
 
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 
+# The flood tests (tests/admin_flood.rs, tests/hostile.rs) hold thousands of sockets at once:
+# raise the open-files limit as far as allowed (a default soft limit of 1024 is too low).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 # --- 1. Rust ------------------------------------------------------------------------------
 build_ok=1
 echo "==> cargo build --workspace --all-targets"

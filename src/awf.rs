@@ -12,7 +12,10 @@ use crate::logging::sanitize;
 use crate::provider::{self, Preset};
 use crate::upstream_proxy::ProxyTarget;
 
-pub const ADMIN_LISTEN: &str = "0.0.0.0:9901";
+/// Loopback only: the image's healthcheck (`llm-keyproxy health`) probes it from inside the
+/// container, and the agent on the AWF network has no business with `/metrics` or with
+/// flooding the probes (docs/security.md).
+pub const ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 8000;
 pub const DEFAULT_RATE_LIMIT_RPM: u64 = 600;
 pub const DEFAULT_RATE_LIMIT_RPH: u64 = 1000;

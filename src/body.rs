@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::pool::UpstreamBody;
 use crate::usage::UsageTap;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -151,7 +152,7 @@ pub struct IdleTimeout(pub Duration);
 
 /// The upstream's response body on its way to the client: passed frame by frame.
 pub struct ResponseBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     idle_timeout: Duration,
     idle: Option<Pin<Box<Sleep>>>,
     last_frame: Instant,
@@ -163,7 +164,7 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     pub fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         idle_timeout: Duration,
         tap: Option<UsageTap>,
         on_end: Box<dyn OnEnd>,
@@ -224,7 +225,7 @@ impl Body for ResponseBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.outcome = Some(Outcome::UpstreamAborted);
-                Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 this.outcome = Some(Outcome::Completed);
@@ -262,6 +263,10 @@ impl Drop for ResponseBody {
 }
 
 /// What the proxy answers: a streamed upstream body or a small body of its own.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the upstream body is the common case; boxing it would allocate per request"
+)]
 pub enum ProxyBody {
     Upstream(ResponseBody),
     Full(Option<Bytes>),

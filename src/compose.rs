@@ -388,6 +388,9 @@ pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             },
         )]),
         environment,
+        // `health` without a URL probes `http://127.0.0.1:9901/ready`: the admin listener as
+        // `awf` binds it, on the container's loopback only (no port published, none reachable
+        // from the agent on the network).
         healthcheck: Healthcheck {
             test: vec!["CMD", BINARY, "health"],
             interval: HEALTH_INTERVAL,

@@ -37,6 +37,33 @@ pub const MAX_WORKERS: usize = 256;
 /// Concurrent streams per downstream h2c connection (SETTINGS_MAX_CONCURRENT_STREAMS).
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 
+// The admin listener has bounds of its own, independent of `limits:` (docs/security.md): a
+// flood on a provider port cannot touch them, and a flood on the admin port cannot starve a
+// probe, because beyond `admin.max_connections` the oldest idle connection is closed.
+
+/// Open connections on the admin listener; a new one beyond closes the oldest idle one.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+/// The largest `admin.max_connections` accepted (room is made by scanning the open ones).
+pub const MAX_ADMIN_MAX_CONNECTIONS: usize = 4096;
+/// Time an admin client has to send a request head (probes send theirs at once).
+pub const DEFAULT_ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// An admin connection with no request in flight for this long is closed.
+pub const DEFAULT_ADMIN_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest admin request head (431 beyond): probes and scrapers send a few hundred bytes.
+pub const ADMIN_MAX_HEADER_BYTES: u64 = MIN_MAX_HEADER_BYTES;
+/// Concurrent streams per h2c connection on the admin listener.
+pub const ADMIN_MAX_CONCURRENT_STREAMS: u32 = 16;
+/// Open (and opening) upstream connections per provider, all workers together: at a typical
+/// 100 streams per HTTP/2 connection, room for 25,000 concurrent streams.
+pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 256;
+/// Longest wait for an upstream stream slot once the connection cap is reached (then 503
+/// `upstream_busy`, which SDKs retry with backoff).
+pub const DEFAULT_UPSTREAM_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 PING interval on upstream connections (finds dead connections and tunnels).
+pub const DEFAULT_UPSTREAM_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long an upstream PING may go unanswered before the connection is dropped.
+pub const DEFAULT_UPSTREAM_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One problem in the config: where it is and what to change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {

@@ -21,6 +21,12 @@ pub enum ProxyError {
     Unavailable { kind: &'static str, message: String },
     /// No response headers within `limits.request_timeout`.
     Timeout(std::time::Duration),
+    /// No upstream stream slot within `limits.upstream_wait_timeout`: every connection the
+    /// cap allows is open and full.
+    Busy {
+        waited: std::time::Duration,
+        cap: usize,
+    },
     /// The process is draining.
     ShuttingDown,
     /// A configured rate limit is reached.
@@ -44,6 +50,7 @@ impl ProxyError {
             ProxyError::NotConfigured => StatusCode::FORBIDDEN,
             ProxyError::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UnauthorizedCaller => StatusCode::UNAUTHORIZED,
@@ -60,6 +67,7 @@ impl ProxyError {
             ProxyError::NotConfigured => "provider_not_configured",
             ProxyError::Unavailable { .. } => "upstream_unavailable",
             ProxyError::Timeout(_) => "upstream_timeout",
+            ProxyError::Busy { .. } => "upstream_busy",
             ProxyError::ShuttingDown => "shutting_down",
             ProxyError::RateLimited(_) => "rate_limit_error",
             ProxyError::UnauthorizedCaller => "unauthorized_caller",
@@ -82,6 +90,7 @@ impl ProxyError {
             self,
             ProxyError::Unavailable { .. }
                 | ProxyError::Timeout(_)
+                | ProxyError::Busy { .. }
                 | ProxyError::ShuttingDown
                 | ProxyError::RateLimited(_)
                 | ProxyError::BudgetExhausted { .. }
@@ -111,6 +120,10 @@ impl ProxyError {
             ProxyError::Timeout(after) => format!(
                 "upstream sent no response headers within {}",
                 crate::config::show_duration(*after)
+            ),
+            ProxyError::Busy { waited, cap } => format!(
+                "every upstream connection provider {provider} may open (limits.max_upstream_connections = {cap}) is in use and none had a free stream slot within {}; retry shortly",
+                crate::config::show_duration(*waited)
             ),
             ProxyError::ShuttingDown => "llm-keyproxy is shutting down; retry on a new connection".into(),
             ProxyError::UnauthorizedCaller => "this proxy requires a caller token: present it where the SDK puts its API key (Authorization: Bearer, x-api-key or x-goog-api-key)".into(),
@@ -164,6 +177,9 @@ impl ProxyError {
                 h.insert("x-ratelimit-limit", HeaderValue::from(l.limit));
                 h.insert("x-ratelimit-remaining", HeaderValue::from(0u64));
                 h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+            }
+            ProxyError::Busy { .. } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ProxyError::BudgetExhausted { spent, .. } => {
                 if let Some(after) = spent.retry_after {

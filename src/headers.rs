@@ -10,16 +10,6 @@ use crate::provider::ANTHROPIC_VERSION;
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
 static X_INITIATOR: HeaderName = HeaderName::from_static("x-initiator");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-
-/// Credential headers the client may have sent; always removed before the upstream sees them.
-const CREDENTIAL_HEADERS: [&str; 5] = [
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "x-goog-api-key",
-    "api-key",
-];
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded in either direction.
 const HOP_BY_HOP: [&str; 6] = [
@@ -50,8 +40,37 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str()) || name.as_str().starts_with("proxy-")
 }
 
-/// Removes hop-by-hop headers, including every header that `Connection` names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Request headers never forwarded upstream: credentials, forwarding and hop-by-hop ones.
+fn not_for_upstream(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "authorization"
+            | "proxy-authorization"
+            | "x-api-key"
+            | "x-goog-api-key"
+            | "api-key"
+            | "forwarded"
+            | "via"
+            | "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    ) || name.starts_with("x-forwarded-")
+        || name.starts_with("proxy-")
+}
+
+/// Response headers never passed to the client: hop-by-hop ones.
+fn not_for_client(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name) || name.starts_with("proxy-")
+}
+
+/// Removes every header `doomed` picks, and every header a `Connection` header names. One pass
+/// over the names finds them (most requests carry only `host` and a placeholder key), so the
+/// names that are absent cost no hash lookup.
+fn strip(headers: &mut HeaderMap, doomed: fn(&str) -> bool) {
     // Headers named by Connection are collected first; the common case (no Connection) allocates nothing.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -63,22 +82,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    headers.remove(header::CONNECTION);
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(header::TE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
-}
-
-/// Removes every header whose name starts with one of `prefixes`.
-fn strip_prefixed(headers: &mut HeaderMap, prefixes: &[&str]) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| prefixes.iter().any(|p| n.as_str().starts_with(p)))
-        .cloned()
-        .collect();
-    for name in doomed {
+    let mut found: [Option<HeaderName>; 8] = Default::default();
+    let mut more = Vec::new();
+    for (n, name) in headers.keys().filter(|k| doomed(k.as_str())).enumerate() {
+        match found.get_mut(n) {
+            Some(slot) => *slot = Some(name.clone()),
+            None => more.push(name.clone()),
+        }
+    }
+    for name in found.into_iter().flatten().chain(more) {
         headers.remove(name);
     }
 }
@@ -91,14 +103,7 @@ pub fn to_upstream(
     credential: &Credential,
     request_id: &HeaderValue,
 ) {
-    strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
-    for name in CREDENTIAL_HEADERS {
-        headers.remove(name);
-    }
-    headers.remove(header::FORWARDED);
-    headers.remove(header::VIA);
-    strip_prefixed(headers, &["x-forwarded-", "proxy-"]);
+    strip(headers, not_for_upstream);
 
     // Host is not set here: the client writes `Host` (HTTP/1.1) or `:authority` (HTTP/2) from
     // the request URI, which is always the upstream's origin.
@@ -124,8 +129,7 @@ static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-r
 /// An upstream `x-request-id` that differs from ours (OpenAI sends its own) is kept as
 /// `x-upstream-request-id`, since provider support asks for it.
 pub fn to_client(headers: &mut HeaderMap, request_id: &HeaderValue) {
-    strip_hop_by_hop(headers);
-    strip_prefixed(headers, &["proxy-"]);
+    strip(headers, not_for_client);
     if let Some(theirs) = headers.insert(X_REQUEST_ID.clone(), request_id.clone()) {
         if theirs != *request_id {
             headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);

@@ -15,6 +15,7 @@
 //! upstream_proxy.rs forward proxy URL, HTTPS_PROXY / NO_PROXY
 //! headers.rs        pure header and path rules
 //! listener.rs       bind, accept loops, per-connection drain
+//! admission.rs      connection caps: refuse (provider ports) or evict the oldest idle (admin)
 //! proxy.rs          the request path as named steps
 //! upstream.rs       TLS + ALPN + CONNECT tunnel + pool
 //! body.rs           body wrappers: counts, cap, idle timeout, end-of-request log
@@ -47,6 +48,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod awf;
 pub mod body;
 pub mod budget;
@@ -62,6 +64,7 @@ pub mod logline;
 pub mod logsink;
 pub mod metrics;
 pub mod plan;
+pub mod pool;
 pub mod provider;
 pub mod proxy;
 pub mod ratelimit;
@@ -117,7 +120,12 @@ pub struct Bound {
 impl Bound {
     /// Binds the admin listener and one listener per provider, in plan order.
     pub async fn bind(plan: &Plan) -> Result<Bound, BindError> {
-        let admin = bind(plan.admin_listen, "the admin listener").await?;
+        let admin = listener::bind_with_backlog(
+            plan.admin_listen,
+            "the admin listener",
+            listener::ADMIN_BACKLOG,
+        )
+        .await?;
         let mut providers = Vec::with_capacity(plan.providers.len());
         for p in &plan.providers {
             providers.push(bind(p.listen, &format!("provider {}", p.name)).await?);
@@ -175,8 +183,13 @@ pub async fn run(
         },
         admin_drain.handle(),
         "admin".to_owned(),
-        plan.limits,
-        Arc::new(tokio::sync::Semaphore::new(plan.limits.max_connections)),
+        // Its own bounds, not `limits:`; the oldest idle connection makes room for a probe.
+        plan.admin.limits(),
+        admission::Admission::evict(
+            plan.admin.max_connections,
+            "admin",
+            shared.metrics.connections_refused("admin", "evicted"),
+        ),
     ));
 
     let callers: Arc<Vec<access::Caller>> = Arc::new(
@@ -211,11 +224,16 @@ pub async fn run(
             ),
         }
         let metrics = shared.metrics.provider(&provider.name);
-        let client = || upstream::client(tls.clone(), &provider, &plan.limits, &metrics);
-        let first = client();
-        let worker_clients = (1..worker_count).map(|_| client()).collect();
-        let mut route = Route::new(provider, first, plan.limits, shared.clone(), metrics);
-        route.worker_clients = worker_clients;
+        let connector = upstream::connector(tls.clone(), &provider, &plan.limits, &metrics);
+        let settings = pool::Settings::from_limits(&plan.limits);
+        let group = Arc::new(pool::Group::default());
+        let pools = (0..worker_count.max(1))
+            .map(|_| {
+                let m = metrics.pool.clone();
+                pool::Pool::new(connector.clone(), &provider, settings, group.clone(), m)
+            })
+            .collect();
+        let mut route = Route::new(provider, pools, plan.limits, shared.clone(), metrics);
         route.token_usage = plan.observability.token_usage;
         route.usage_log = usage_log.clone();
         route.directory = directory.clone();
@@ -233,7 +251,12 @@ pub async fn run(
         listening.push(workers::Listening {
             listener,
             route,
-            slots: Arc::new(tokio::sync::Semaphore::new(plan.limits.max_connections)),
+            admission: admission::Admission::refuse(
+                plan.limits.max_connections,
+                shared
+                    .metrics
+                    .connections_refused(&listener_name, "overloaded"),
+            ),
             name: listener_name,
         });
     }

@@ -1,9 +1,11 @@
 //! Listeners: bind every socket up front, then accept loops that serve each connection with
 //! hyper (HTTP/1.1 and h2c) until the drain signal, when connections finish gracefully.
 //!
-//! Each listener enforces the connection limits of `limits:` (docs/security.md): a semaphore
-//! of `max_connections` slots (one more connection is answered `503 overloaded` and closed),
-//! hyper's head limits, and an idle timer per connection fed by a count of requests in flight.
+//! Each listener enforces its connection limits (docs/security.md): `limits:` for provider
+//! listeners, `admin:` for the admin listener. A cap on open connections (`admission.rs`:
+//! provider listeners answer one more `503 overloaded`, the admin listener closes its oldest
+//! idle connection to make room), hyper's head limits, and an idle timer per connection fed
+//! by a count of requests in flight.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,10 +20,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
 
+use crate::admission::{Admission, Load, Refusals};
 use crate::body::{BoxError, ProxyBody};
 use crate::plan::Limits;
 
@@ -41,6 +43,36 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, BindError
         what: what.to_owned(),
         source,
     })
+}
+
+/// The admin listener's accept backlog (the kernel caps it at `net.core.somaxconn`); the
+/// default 128 overflows under a burst of connections, and a dropped handshake costs the probe
+/// caught in it a 1 s retransmit.
+pub const ADMIN_BACKLOG: u32 = 4096;
+
+/// Binds one listener with an accept queue of `backlog` connections.
+pub async fn bind_with_backlog(
+    addr: SocketAddr,
+    what: &str,
+    backlog: u32,
+) -> Result<TcpListener, BindError> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    socket
+        .and_then(|s| {
+            // As `TcpListener::bind` does: a restart can bind while old connections linger.
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(backlog)
+        })
+        .map_err(|source| BindError {
+            addr,
+            what: what.to_owned(),
+            source,
+        })
 }
 
 /// Tells connection tasks to drain, and learns when they all have.
@@ -91,10 +123,10 @@ impl DrainHandle {
     }
 }
 
-/// Longest a refused connection is kept to deliver its 503 (answer, FIN, drain what was sent).
-const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-/// At most this many refused connections are being answered at once; beyond, they are closed.
-const REFUSING_AT_ONCE: usize = 256;
+/// An evicting (admin) accept loop lets its connection tasks run after this many accepts;
+/// well under any sensible `admin.max_connections`, so a new connection is read before it
+/// is the oldest, and rare enough not to slow accepts (a slow loop overflows the backlog).
+const EVICTING_YIELD_EVERY: usize = 8;
 /// hyper's own default header count; setting it explicitly moves the parser's slots to the heap.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
@@ -103,16 +135,16 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 ///
 /// `limits` bound every connection (docs/security.md): `header_read_timeout`, `max_header_bytes`
 /// and `max_headers` (HTTP/1.1 head; h2c header list), `keep_alive_timeout` (no request in
-/// flight), `max_concurrent_streams` (h2c) and `max_connections` (open connections on this
-/// listener, `slots`, shared by the workers accepting on it: one more is answered
-/// `503 overloaded` and closed). `name` appears in that answer.
+/// flight) and `max_concurrent_streams` (h2c). `admission` caps the open connections on this
+/// listener, shared by the workers accepting on it (see `admission.rs`). `name` appears in
+/// the `503 overloaded` answer.
 pub async fn serve<S, F>(
     listener: TcpListener,
     make_service: F,
     mut drain: DrainHandle,
     name: String,
     limits: Limits,
-    slots: Arc<Semaphore>,
+    admission: Admission,
 ) where
     F: Fn() -> S,
     S: Service<
@@ -139,8 +171,8 @@ pub async fn serve<S, F>(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builders = Arc::new((http1, http2));
-    let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
-    let mut refused = Refused::default();
+    let mut refusals = Refusals::default();
+    let mut accepted_since_yield = 0;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -156,19 +188,12 @@ pub async fn serve<S, F>(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refused.note(&name, limits.max_connections);
-            if let Ok(turn) = refusing.clone().try_acquire_owned() {
-                let answer = overloaded(&name, limits.max_connections);
-                tokio::spawn(async move {
-                    refuse(stream, answer).await;
-                    drop(turn);
-                });
-            }
+        let (load, idle_rx) = load_channel();
+        let Some(mut seat) = admission.admit(&idle_rx) else {
+            refusals.refuse(stream, &name, admission.max());
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (load, idle_rx) = Load::channel();
         // WebSocket (DESIGN 5.7): upgrades allowed; tunnels learn of shutdown via `Shutdown`.
         let service = crate::websocket::WithShutdown::new(make_service(), drain.signal.clone());
         let service = Tracked {
@@ -185,9 +210,10 @@ pub async fn serve<S, F>(
                 p = sniff(&stream) => p,
                 _ = handle.draining() => None,
                 _ = idle(idle_rx.clone(), first, next) => None,
+                _ = seat.evicted() => None,
             };
-            // Closed, or nothing sent before draining / the header timeout: the slot and the
-            // drain handle go with this task.
+            // Closed, nothing sent before draining / the header timeout, or evicted: the seat
+            // and the drain handle go with this task.
             let Some(h2c) = sniffed else {
                 return;
             };
@@ -216,12 +242,22 @@ pub async fn serve<S, F>(
                     tokio::select! {
                         _ = conn.as_mut() => {}
                         _ = idle(idle_rx, first, next) => {}
+                        _ = seat.evicted() => {}
                     }
                 }
+                // Room for a newer connection (admin listener): closed at once, mid-head too.
+                _ = seat.evicted() => {}
             }
             drop(handle);
-            drop(slot);
+            drop(seat);
         });
+        accepted_since_yield += 1;
+        if admission.evicts() && accepted_since_yield >= EVICTING_YIELD_EVERY {
+            // Let new connections read their heads before more accepts: a connection that is
+            // still idle when `max_connections` newer ones arrived would be evicted itself.
+            accepted_since_yield = 0;
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -314,85 +350,10 @@ impl<H1: Graceful, H2: Graceful> Future for Conn<H1, H2> {
     }
 }
 
-/// Logs refused connections at most once a second per listener.
-#[derive(Default)]
-struct Refused {
-    last: Option<tokio::time::Instant>,
-    since: u64,
-}
-
-impl Refused {
-    fn note(&mut self, name: &str, max: usize) {
-        self.since += 1;
-        let now = tokio::time::Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now - t < std::time::Duration::from_secs(1))
-        {
-            return;
-        }
-        tracing::warn!(
-            event = "connection_refused",
-            listener = name,
-            reason = "overloaded",
-            max_connections = max,
-            refused = self.since,
-            "limits.max_connections reached: new connections get 503 overloaded",
-        );
-        self.last = Some(now);
-        self.since = 0;
-    }
-}
-
-/// The whole answer to a connection over `limits.max_connections`: the JSON error shape of
-/// DESIGN section 5, type `overloaded`, then close.
-fn overloaded(name: &str, max: usize) -> Vec<u8> {
-    let body = serde_json::json!({
-        "error": {
-            "type": "overloaded",
-            "message": format!(
-                "llm-keyproxy already holds {max} connections on the {name} listener (limits.max_connections); retry shortly"
-            ),
-            "provider": name,
-            "retryable": true,
-        }
-    })
-    .to_string();
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nx-request-id: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len(),
-        uuid::Uuid::new_v4(),
-    )
-    .into_bytes()
-}
-
-/// Sends `answer`, closes our side, and reads what the client sent until it closes too (so
-/// that the close does not reset the answer away), all within `REFUSAL_LINGER`.
-async fn refuse(mut stream: TcpStream, answer: Vec<u8>) {
-    let _ = within(REFUSAL_LINGER, async {
-        stream.write_all(&answer).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
-}
-
-/// What one connection is doing, watched by its idle timer.
-#[derive(Clone, Copy, Default)]
-struct Load {
-    /// Requests whose response body has not finished (or been dropped).
-    in_flight: usize,
-    /// At least one request head was received.
-    served: bool,
-}
-
-impl Load {
-    fn channel() -> (Arc<watch::Sender<Load>>, watch::Receiver<Load>) {
-        let (tx, rx) = watch::channel(Load::default());
-        (Arc::new(tx), rx)
-    }
+/// A connection's load, shared by its service (writer), its idle timer and its admission.
+fn load_channel() -> (Arc<watch::Sender<Load>>, watch::Receiver<Load>) {
+    let (tx, rx) = watch::channel(Load::default());
+    (Arc::new(tx), rx)
 }
 
 /// Resolves once the connection has had no request in flight for `first` (before its first

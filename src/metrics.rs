@@ -26,12 +26,17 @@ pub const RESPONSE_BYTES: &str = "response_bytes";
 pub const REJECTIONS: &str = "rejections";
 pub const UPSTREAM_ERRORS: &str = "upstream_errors";
 pub const UPSTREAM_CONNECTIONS: &str = "upstream_connections";
+pub const UPSTREAM_CONNECTS: &str = "upstream_connects";
+pub const UPSTREAM_STREAMS: &str = "upstream_streams";
+pub const UPSTREAM_SLOT_WAIT: &str = "upstream_slot_wait_seconds";
+pub const UPSTREAM_RETRIES: &str = "upstream_retries";
 pub const STREAM_OUTCOMES: &str = "stream_outcomes";
 pub const TOKENS: &str = "tokens";
 pub const USAGE_UNPARSED: &str = "usage_unparsed";
 pub const USAGE_LINES_DROPPED: &str = "usage_lines_dropped";
 pub const BUILD: &str = "build";
 pub const BUDGET_SPENT: &str = "budget_spent_tokens";
+pub const CONNECTIONS_REFUSED: &str = "connections_refused";
 
 /// Buckets from 0.5 ms (a small JSON call) to 30 minutes (a long stream).
 const DURATION_BUCKETS: [f64; 20] = [
@@ -41,7 +46,7 @@ const DURATION_BUCKETS: [f64; 20] = [
 
 /// Rejection reasons: the `type` of the proxy's JSON errors, except `rate_limited`
 /// (whose JSON `type` is `rate_limit_error`, as the SDKs expect).
-pub const REASONS: [&str; 10] = [
+pub const REASONS: [&str; 11] = [
     "invalid_request",
     "request_too_large",
     "provider_not_configured",
@@ -52,6 +57,15 @@ pub const REASONS: [&str; 10] = [
     "unauthorized_caller",
     "not_allowed",
     "budget_exhausted",
+    "upstream_busy",
+];
+/// Results of upstream connects: `ok` or the error kind.
+pub const CONNECT_RESULTS: [&str; 5] = ["ok", "connect", "tls", "proxy_connect", "timeout"];
+/// Why a request was sent again on another upstream connection.
+pub const RETRY_REASONS: [&str; 2] = ["refused_stream", "goaway"];
+/// Buckets of the wait for an upstream stream slot: mostly zero, up to the wait bound.
+const WAIT_BUCKETS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0,
 ];
 /// Upstream error kinds.
 pub const ERROR_KINDS: [&str; 5] = ["connect", "tls", "proxy_connect", "timeout", "reset"];
@@ -69,6 +83,10 @@ pub const OUTCOMES: [&str; 7] = [
 pub const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
 /// Upstream protocols.
 pub const PROTOCOLS: [&str; 2] = ["h2", "http1.1"];
+/// Why a listener turned a client connection away: `overloaded` (a provider listener at
+/// `limits.max_connections` answered a new one 503), `evicted` (the admin listener at
+/// `admin.max_connections` closed its oldest idle one to admit a new one).
+pub const REFUSAL_REASONS: [&str; 2] = ["overloaded", "evicted"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabel {
@@ -97,15 +115,24 @@ pub struct Metrics {
     rejections: ByName,
     upstream_errors: ByName,
     connections: Family<Vec<(&'static str, String)>, Gauge>,
+    connects: ByName,
+    upstream_streams: Family<ProviderLabel, Gauge>,
+    slot_wait: Family<ProviderLabel, Histogram>,
+    retries: ByName,
     outcomes: ByName,
     tokens: ByName,
     unparsed: ByName,
     pub usage_lines_dropped: Counter,
     budget_spent: Family<Vec<(&'static str, String)>, Gauge>,
+    connections_refused: ByName,
 }
 
 fn histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
+}
+
+fn wait_histogram() -> Histogram {
+    Histogram::new(WAIT_BUCKETS)
 }
 
 impl Metrics {
@@ -124,11 +151,16 @@ impl Metrics {
             rejections: Family::default(),
             upstream_errors: Family::default(),
             connections: Family::default(),
+            connects: Family::default(),
+            upstream_streams: Family::default(),
+            slot_wait: Family::new_with_constructor(wait_histogram as fn() -> Histogram),
+            retries: Family::default(),
             outcomes: Family::default(),
             tokens: Family::default(),
             unparsed: Family::default(),
             usage_lines_dropped: Counter::default(),
             budget_spent: Family::default(),
+            connections_refused: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -188,6 +220,26 @@ impl Metrics {
             m.connections.clone(),
         );
         r.register(
+            UPSTREAM_CONNECTS,
+            "Upstream connection attempts, by result (ok, connect, tls, proxy_connect, timeout)",
+            m.connects.clone(),
+        );
+        r.register(
+            UPSTREAM_STREAMS,
+            "Requests in flight on upstream connections (HTTP/2 streams and HTTP/1.1 exchanges)",
+            m.upstream_streams.clone(),
+        );
+        r.register(
+            UPSTREAM_SLOT_WAIT,
+            "Time a request waited for an upstream stream slot or connection",
+            m.slot_wait.clone(),
+        );
+        r.register(
+            UPSTREAM_RETRIES,
+            "Requests sent again on another upstream connection (refused_stream, goaway)",
+            m.retries.clone(),
+        );
+        r.register(
             STREAM_OUTCOMES,
             "How proxied response bodies ended",
             m.outcomes.clone(),
@@ -212,6 +264,13 @@ impl Metrics {
             "Tokens spent against a budget (scope provider or caller; window minute, hour, total)",
             m.budget_spent.clone(),
         );
+        r.register(
+            CONNECTIONS_REFUSED,
+            "Client connections a listener turned away at its connection cap, by listener and reason (overloaded, evicted)",
+            m.connections_refused.clone(),
+        );
+        // The admin listener's series exists from the start, like every provider's.
+        let _ = m.connections_refused("admin", "evicted");
         r.register(
             BUILD,
             "Build information",
@@ -238,6 +297,15 @@ impl Metrics {
         }
     }
 
+    /// The counter of connections `listener` turned away for `reason` (`REFUSAL_REASONS`);
+    /// `listener` is a provider name from the config or `admin`.
+    pub fn connections_refused(&self, listener: &str, reason: &'static str) -> Counter {
+        self.connections_refused.get_or_create_owned(&vec![
+            ("listener", listener.to_owned()),
+            ("reason", reason.to_owned()),
+        ])
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -262,6 +330,8 @@ impl Metrics {
                 })
                 .collect()
         };
+        // The provider listener's refusal series, there from startup with the others.
+        let _ = self.connections_refused(name, "overloaded");
         ProviderMetrics {
             name: name.to_owned(),
             metrics: self.clone(),
@@ -276,6 +346,12 @@ impl Metrics {
             rejections: named(&self.rejections, "reason", &REASONS),
             upstream_errors: named(&self.upstream_errors, "kind", &ERROR_KINDS),
             outcomes: named(&self.outcomes, "outcome", &OUTCOMES),
+            pool: PoolMetrics {
+                connects: named(&self.connects, "result", &CONNECT_RESULTS).into(),
+                streams: self.upstream_streams.get_or_create_owned(&p),
+                slot_wait: self.slot_wait.get_or_create_owned(&p),
+                retries: named(&self.retries, "reason", &RETRY_REASONS).into(),
+            },
             tokens: named(&self.tokens, "kind", &TOKEN_KINDS),
             unparsed: self
                 .unparsed
@@ -312,6 +388,31 @@ pub struct ProviderMetrics {
     tokens: Vec<Counter>,
     pub unparsed: Counter,
     connections: Vec<Gauge>,
+    pub pool: PoolMetrics,
+}
+
+/// The upstream pool's handles of one provider (shared by every worker's pool).
+#[derive(Clone)]
+pub struct PoolMetrics {
+    connects: Arc<[Counter]>,
+    pub streams: Gauge,
+    pub slot_wait: Histogram,
+    retries: Arc<[Counter]>,
+}
+
+impl PoolMetrics {
+    /// A connect ended: `ok` or its error kind.
+    pub fn connect(&self, result: &str) {
+        if let Some(i) = index_of(&CONNECT_RESULTS, result) {
+            self.connects[i].inc();
+        }
+    }
+
+    pub fn retry(&self, reason: &str) {
+        if let Some(i) = index_of(&RETRY_REASONS, reason) {
+            self.retries[i].inc();
+        }
+    }
 }
 
 fn index_of(names: &[&str], name: &str) -> Option<usize> {

@@ -21,6 +21,8 @@ use crate::upstream_proxy::ProxyTarget;
 #[derive(Debug)]
 pub struct Plan {
     pub admin_listen: SocketAddr,
+    /// The admin listener's own connection bounds (`admin:`), independent of `limits:`.
+    pub admin: AdminPlan,
     /// The forward proxy set in the file (`None`: the environment decides, see `upstream_proxy`).
     pub upstream_proxy: Option<ProxyTarget>,
     pub tls: TlsPlan,
@@ -69,6 +71,41 @@ impl Default for Observability {
     }
 }
 
+/// The admin listener's connection bounds (docs/security.md): small, and its own, so that no
+/// flood on a provider port reaches them, and a flood on the admin port cannot starve a probe
+/// (beyond `max_connections` the oldest idle connection is closed to make room).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminPlan {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for AdminPlan {
+    fn default() -> Self {
+        AdminPlan {
+            max_connections: config::DEFAULT_ADMIN_MAX_CONNECTIONS,
+            header_read_timeout: config::DEFAULT_ADMIN_HEADER_READ_TIMEOUT,
+            keep_alive_timeout: config::DEFAULT_ADMIN_KEEP_ALIVE_TIMEOUT,
+        }
+    }
+}
+
+impl AdminPlan {
+    /// The limits the admin listener serves with: its own values, fixed small head limits,
+    /// and the defaults for the rest (nothing of `limits:` applies to it).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_read_timeout: self.header_read_timeout,
+            keep_alive_timeout: self.keep_alive_timeout,
+            max_connections: self.max_connections,
+            max_header_bytes: config::ADMIN_MAX_HEADER_BYTES,
+            max_concurrent_streams: config::ADMIN_MAX_CONCURRENT_STREAMS,
+            ..Limits::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TlsPlan {
     pub webpki: bool,
@@ -99,6 +136,13 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     /// Worker threads (`workers.rs`); `None`: one per CPU the process may use.
     pub workers: Option<usize>,
+    /// Upstream connections per provider, open or opening, all workers together.
+    pub max_upstream_connections: usize,
+    /// Longest wait for an upstream stream slot at the cap (503 `upstream_busy` beyond).
+    pub upstream_wait_timeout: Duration,
+    /// HTTP/2 PING keepalive on upstream connections: interval and answer timeout.
+    pub upstream_ping_interval: Duration,
+    pub upstream_ping_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -117,6 +161,10 @@ impl Default for Limits {
             max_connections: config::DEFAULT_MAX_CONNECTIONS,
             max_concurrent_streams: config::DEFAULT_MAX_CONCURRENT_STREAMS,
             workers: None,
+            max_upstream_connections: config::DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+            upstream_wait_timeout: config::DEFAULT_UPSTREAM_WAIT_TIMEOUT,
+            upstream_ping_interval: config::DEFAULT_UPSTREAM_PING_INTERVAL,
+            upstream_ping_timeout: config::DEFAULT_UPSTREAM_PING_TIMEOUT,
         }
     }
 }
@@ -189,6 +237,12 @@ const TOP_KEYS: &[&str] = &[
     "callers",
     "providers",
 ];
+const ADMIN_KEYS: &[&str] = &[
+    "listen",
+    "max_connections",
+    "header_read_timeout",
+    "keep_alive_timeout",
+];
 const PROVIDER_KEYS: &[&str] = &[
     "preset",
     "listen",
@@ -238,8 +292,11 @@ impl Plan {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "admin: http://{} (/live, /ready, /metrics)",
-            self.admin_listen
+            "admin: http://{} (/live, /ready, /metrics); max_connections {} (then the oldest idle one is closed), header_read_timeout {}, keep_alive_timeout {}",
+            self.admin_listen,
+            self.admin.max_connections,
+            show_duration(self.admin.header_read_timeout),
+            show_duration(self.admin.keep_alive_timeout),
         );
         match &self.upstream_proxy {
             Some(p) => {
@@ -297,6 +354,15 @@ impl Plan {
             l.max_headers,
             l.max_connections,
             l.max_concurrent_streams,
+        );
+        let _ = writeln!(
+            out,
+            "upstream pool: max_upstream_connections {} per provider, upstream_wait_timeout {}, pool_idle_timeout {}, upstream_ping_interval {}, upstream_ping_timeout {}",
+            l.max_upstream_connections,
+            show_duration(l.upstream_wait_timeout),
+            show_duration(l.pool_idle_timeout),
+            show_duration(l.upstream_ping_interval),
+            show_duration(l.upstream_ping_timeout),
         );
         let _ = writeln!(
             out,
@@ -374,12 +440,14 @@ fn build(
     let top = root.map(TOP_KEYS, errors)?;
 
     let mut admin_listen = parse_addr(config::DEFAULT_ADMIN_LISTEN, "", errors);
-    if let Some(admin) = top.get("admin").and_then(|n| n.map(&["listen"], errors)) {
+    let mut admin_plan = Some(AdminPlan::default());
+    if let Some(admin) = top.get("admin").and_then(|n| n.map(ADMIN_KEYS, errors)) {
         if let Some(n) = admin.get("listen") {
             admin_listen = n
                 .string(errors)
                 .and_then(|s| parse_addr(s, &n.path, errors));
         }
+        admin_plan = admin_bounds(&admin, errors);
     }
 
     let callers = top
@@ -431,6 +499,7 @@ fn build(
 
     Some(Plan {
         admin_listen: admin_listen?,
+        admin: admin_plan?,
         upstream_proxy,
         tls: tls?,
         limits: limits?,
@@ -557,6 +626,37 @@ fn rate_limit(node: &Node, errors: &mut Errors) -> Option<RateLimitPlan> {
     Some(plan)
 }
 
+/// The admin listener's own bounds under `admin:`; `None` when one of them is invalid.
+fn admin_bounds(admin: &config::Map, errors: &mut Errors) -> Option<AdminPlan> {
+    let mut plan = AdminPlan::default();
+    let mut ok = true;
+    if let Some(n) = admin.get("max_connections") {
+        let most = config::MAX_ADMIN_MAX_CONNECTIONS;
+        match n.value.as_u64().and_then(|v| usize::try_from(v).ok()) {
+            Some(v) if (1..=most).contains(&v) => plan.max_connections = v,
+            _ => {
+                errors.push(&n.path, format!("must be a whole number from 1 to {most}"));
+                ok = false;
+            }
+        }
+    }
+    for (key, slot) in [
+        ("header_read_timeout", &mut plan.header_read_timeout),
+        ("keep_alive_timeout", &mut plan.keep_alive_timeout),
+    ] {
+        let Some(n) = admin.get(key) else { continue };
+        match n.duration(errors) {
+            Some(d) if !d.is_zero() => *slot = d,
+            Some(_) => {
+                errors.push(&n.path, "must be more than 0");
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(plan)
+}
+
 fn observability(node: &Node, errors: &mut Errors) -> Option<Observability> {
     let map = node.map(&["token_usage", "usage_file"], errors)?;
     let mut o = Observability::default();
@@ -600,6 +700,10 @@ fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {
         "max_connections",
         "max_concurrent_streams",
         "workers",
+        "max_upstream_connections",
+        "upstream_wait_timeout",
+        "upstream_ping_interval",
+        "upstream_ping_timeout",
     ];
     let map = node.map(&keys, errors)?;
     let mut l = Limits::default();
@@ -617,7 +721,7 @@ fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {
             None => {}
         }
     }
-    let durations: [(&str, &mut Duration); 7] = [
+    let durations: [(&str, &mut Duration); 10] = [
         ("connect_timeout", &mut l.connect_timeout),
         ("request_timeout", &mut l.request_timeout),
         ("stream_idle_timeout", &mut l.stream_idle_timeout),
@@ -625,6 +729,9 @@ fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {
         ("pool_idle_timeout", &mut l.pool_idle_timeout),
         ("header_read_timeout", &mut l.header_read_timeout),
         ("keep_alive_timeout", &mut l.keep_alive_timeout),
+        ("upstream_wait_timeout", &mut l.upstream_wait_timeout),
+        ("upstream_ping_interval", &mut l.upstream_ping_interval),
+        ("upstream_ping_timeout", &mut l.upstream_ping_timeout),
     ];
     for (key, slot) in durations {
         if let Some(n) = map.get(key) {
@@ -659,6 +766,9 @@ fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {
     }
     if let Some(v) = count("workers", config::MAX_WORKERS as u64, errors) {
         l.workers = Some(v as usize);
+    }
+    if let Some(v) = count("max_upstream_connections", most, errors) {
+        l.max_upstream_connections = v as usize;
     }
     Some(l)
 }

@@ -25,7 +25,7 @@ use crate::headers;
 use crate::logging::log_path;
 use crate::metrics::ProviderMetrics;
 use crate::plan::{Credential, Limits, ProviderPlan};
-use crate::upstream::{ConnectError, UpstreamClient};
+use crate::pool::{Pool, SendError, UpstreamBody};
 use crate::usage::{self, Finished, Usage, UsageTap};
 use crate::usage_file::UsageLog;
 use crate::websocket;
@@ -34,11 +34,9 @@ use crate::Shared;
 /// One provider's listener: its plan, its pooled upstream clients, and the process state.
 pub struct Route {
     pub provider: ProviderPlan,
-    /// Worker 0's pooled upstream client (`workers.rs`; also the client outside any worker).
-    pub client: UpstreamClient,
-    /// Workers 1.. each have their own, so a worker's requests use connections that run on
-    /// its own thread.
-    pub worker_clients: Vec<UpstreamClient>,
+    /// One upstream pool per worker (`workers.rs`), so a worker's requests use connections
+    /// that run on its own thread; the first also serves outside any worker.
+    pub pools: Vec<Pool>,
     pub limits: Limits,
     pub shared: Arc<Shared>,
     pub metrics: ProviderMetrics,
@@ -64,7 +62,7 @@ pub struct Route {
 impl Route {
     pub fn new(
         provider: ProviderPlan,
-        client: UpstreamClient,
+        pools: Vec<Pool>,
         limits: Limits,
         shared: Arc<Shared>,
         metrics: ProviderMetrics,
@@ -72,8 +70,7 @@ impl Route {
         Route {
             upstream_host: Arc::from(provider.host.as_str()),
             provider_name: Arc::from(provider.name.as_str()),
-            client,
-            worker_clients: Vec::new(),
+            pools,
             limits,
             shared,
             metrics,
@@ -89,12 +86,11 @@ impl Route {
         }
     }
 
-    /// The upstream client of the worker running this request.
-    pub fn client(&self) -> &UpstreamClient {
-        match crate::workers::current() {
-            0 => &self.client,
-            i => self.worker_clients.get(i - 1).unwrap_or(&self.client),
-        }
+    /// The upstream pool of the worker running this request.
+    pub fn pool(&self) -> Option<&Pool> {
+        self.pools
+            .get(crate::workers::current())
+            .or_else(|| self.pools.first())
     }
 }
 
@@ -191,7 +187,7 @@ async fn forward(
                 let ttfb = info.start.elapsed();
                 Ok(client_response(
                     route,
-                    resp,
+                    resp.map(UpstreamBody::from),
                     info,
                     Arc::default(),
                     active,
@@ -222,11 +218,11 @@ async fn forward(
         &info.request_id,
     )?;
     let sent_at = Instant::now();
-    let sent = tokio::time::timeout(
-        route.limits.request_timeout,
-        route.client().request(upstream_req),
-    )
-    .await;
+    let pool = route.pool().ok_or_else(|| ProxyError::Unavailable {
+        kind: "connect",
+        message: "no upstream pool on this thread".into(),
+    })?;
+    let sent = tokio::time::timeout(route.limits.request_timeout, pool.send(upstream_req)).await;
     let resp = match sent {
         Ok(Ok(resp)) => resp,
         // The body cap decides first: the send failed because we cut the body.
@@ -241,7 +237,7 @@ async fn forward(
                 "the request body is malformed (e.g. an invalid chunk size) or ended early".into(),
             ))
         }
-        Ok(Err(err)) => return Err(classify(&err)),
+        Ok(Err(err)) => return Err(classify(err)),
         Err(_) => return Err(ProxyError::Timeout(route.limits.request_timeout)),
     };
     let ttfb = sent_at.elapsed();
@@ -361,7 +357,7 @@ fn upstream_request(
 /// Step 6: status and headers passed through, the body streamed with an idle timeout.
 fn client_response(
     route: &Arc<Route>,
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     info: &RequestInfo,
     stats: Arc<RequestStats>,
     active: Active,
@@ -575,32 +571,17 @@ fn log_error(route: &Route, info: &RequestInfo, err: &ProxyError) {
     );
 }
 
-/// Maps a client error to the answer: connection failures name what failed.
-fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    let mut deepest = None;
-    while let Some(e) = source {
-        if let Some(c) = e.downcast_ref::<ConnectError>() {
-            return ProxyError::Unavailable {
-                kind: c.kind(),
-                message: c.to_string(),
-            };
-        }
-        deepest = Some(e);
-        source = e.source();
-    }
-    let detail = deepest
-        .map(|e| e.to_string())
-        .unwrap_or_else(|| err.to_string());
-    if err.is_connect() {
-        ProxyError::Unavailable {
-            kind: "connect",
-            message: format!("cannot connect: {detail}"),
-        }
-    } else {
-        ProxyError::Unavailable {
+/// Maps a pool error to the answer: connection failures name what failed.
+fn classify(err: SendError) -> ProxyError {
+    match err {
+        SendError::Connect(c) => ProxyError::Unavailable {
+            kind: c.kind(),
+            message: c.to_string(),
+        },
+        SendError::Busy { waited, cap } => ProxyError::Busy { waited, cap },
+        SendError::Failed(why) => ProxyError::Unavailable {
             kind: "reset",
-            message: format!("the upstream connection failed before a response: {detail}"),
-        }
+            message: format!("the upstream connection failed before a response: {why}"),
+        },
     }
 }

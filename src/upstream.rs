@@ -1,39 +1,24 @@
 //! Upstream connections: TCP (direct or through a CONNECT tunnel), TLS with SNI and ALPN
-//! (h2, then http/1.1), pooled by hyper-util's client; connect errors named for the client.
-//!
-//! One `Upstream` per provider. HTTP/2 connections carry many concurrent streams; HTTP/1.1
-//! connections are kept alive and reused. A request is retried by the pool only when the
-//! connection failed before any of it was written.
+//! (h2, then http/1.1); connect errors named for the client. `pool` keeps and reuses them.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::body::RequestBody;
 use crate::metrics::ProviderMetrics;
 use crate::plan::{Limits, ProviderPlan, TlsPlan};
 use crate::upstream_proxy::ProxyTarget;
 
-/// HTTP/2 PING interval on pooled upstream connections (detects dead tunnels).
-pub const DEFAULT_H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a PING may go unanswered before the connection is dropped.
-pub const DEFAULT_H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest CONNECT response head accepted from a forward proxy.
 const MAX_CONNECT_RESPONSE: usize = 8 * 1024;
 
@@ -63,13 +48,21 @@ pub enum ConnectError {
     },
     #[error("`{0}` is not a valid TLS server name")]
     ServerName(String),
+    #[error("{protocol} set-up with {host} failed: {why}")]
+    Handshake {
+        host: String,
+        protocol: &'static str,
+        why: String,
+    },
 }
 
 impl ConnectError {
     /// Bounded label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            ConnectError::Connect { .. } | ConnectError::ServerName(_) => "connect",
+            ConnectError::Connect { .. }
+            | ConnectError::ServerName(_)
+            | ConnectError::Handshake { .. } => "connect",
             ConnectError::Tls { .. } => "tls",
             ConnectError::ProxyUnreachable { .. }
             | ConnectError::ProxyRefused { .. }
@@ -136,7 +129,9 @@ impl Connector {
         }
     }
 
-    async fn connect(self, host: String, port: u16) -> Result<TlsConn, ConnectError> {
+    /// One new connection: TCP (direct or through the CONNECT proxy), then TLS, all within
+    /// `connect_timeout`.
+    pub async fn connect(&self, host: &str, port: u16) -> Result<TlsConn, ConnectError> {
         let target = match &self.dial {
             Some(d) => d.to_string(),
             None if host.contains(':') => format!("[{host}]:{port}"),
@@ -155,14 +150,14 @@ impl Connector {
                     })?,
                 };
             let _ = tcp.set_nodelay(true);
-            let name = ServerName::try_from(host.clone())
-                .map_err(|_| ConnectError::ServerName(host.clone()))?;
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|_| ConnectError::ServerName(host.to_owned()))?;
             let tls = self
                 .tls
                 .connect(name, tcp)
                 .await
                 .map_err(|source| ConnectError::Tls {
-                    host: host.clone(),
+                    host: host.to_owned(),
                     source,
                 })?;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -171,7 +166,7 @@ impl Connector {
                 .as_ref()
                 .map(|g| OpenGuard::new(&g[usize::from(!h2)]));
             Ok(TlsConn {
-                io: TokioIo::new(tls),
+                io: tls,
                 h2,
                 _open: open,
             })
@@ -273,31 +268,11 @@ fn parse_status(head: &[u8]) -> Option<u16> {
     std::str::from_utf8(parts.next()?).ok()?.parse().ok()
 }
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = TlsConn;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<TlsConn, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(443);
-        Box::pin(self.clone().connect(host, port))
-    }
-}
-
-/// A TLS connection that tells the pool whether ALPN chose HTTP/2.
+/// A TLS connection to an upstream; `h2` says whether ALPN chose HTTP/2. Counted in its
+/// protocol's open-connections gauge while it lives.
 pub struct TlsConn {
-    io: TokioIo<TlsStream<TcpStream>>,
-    h2: bool,
+    io: TlsStream<TcpStream>,
+    pub h2: bool,
     _open: Option<OpenGuard>,
 }
 
@@ -317,28 +292,17 @@ impl Drop for OpenGuard {
     }
 }
 
-impl Connection for TlsConn {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new();
-        if self.h2 {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
-    }
-}
-
-impl Read for TlsConn {
+impl AsyncRead for TlsConn {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl Write for TlsConn {
+impl AsyncWrite for TlsConn {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -364,32 +328,21 @@ impl Write for TlsConn {
     }
 }
 
-/// The pooled HTTP client of one provider.
-pub type UpstreamClient = Client<Connector, RequestBody>;
-
-/// Builds the pooled client for one provider.
-pub fn client(
+/// The connector of one provider's pools: its egress, counted in the provider's gauges.
+pub fn connector(
     tls: Arc<ClientConfig>,
     provider: &ProviderPlan,
     limits: &Limits,
     metrics: &ProviderMetrics,
-) -> UpstreamClient {
+) -> Connector {
     let open = [metrics.connections("h2"), metrics.connections("http1.1")];
-    let connector = Connector::new(
+    Connector::new(
         tls,
         provider.upstream_address.clone(),
         provider.proxy.clone(),
         limits.connect_timeout,
         Some(open),
-    );
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(limits.pool_idle_timeout)
-        .http2_keep_alive_interval(DEFAULT_H2_KEEPALIVE_INTERVAL)
-        .http2_keep_alive_timeout(DEFAULT_H2_KEEPALIVE_TIMEOUT)
-        .http2_keep_alive_while_idle(true)
-        .build(connector)
+    )
 }
 
 /// The connector for WebSocket upgrades: same egress as the pool (direct or CONNECT), TLS
@@ -408,13 +361,6 @@ pub fn websocket_connector(
         limits.connect_timeout,
         None,
     )
-}
-
-impl Connector {
-    /// One dedicated connection (not pooled).
-    pub async fn connect_http1(&self, host: &str, port: u16) -> Result<TlsConn, ConnectError> {
-        self.clone().connect(host.to_owned(), port).await
-    }
 }
 
 #[cfg(test)]

@@ -147,21 +147,22 @@ pub(crate) async fn open(
         .trim_end_matches(']')
         .to_owned();
     let port = provider.origin.port_u16().unwrap_or(443);
-    let sent =
-        tokio::time::timeout(route.limits.request_timeout, async {
-            let io = connector.connect_http1(&host, port).await.map_err(|c| {
-                ProxyError::Unavailable {
-                    kind: c.kind(),
-                    message: c.to_string(),
-                }
+    let sent = tokio::time::timeout(route.limits.request_timeout, async {
+        let io = connector
+            .connect(&host, port)
+            .await
+            .map_err(|c| ProxyError::Unavailable {
+                kind: c.kind(),
+                message: c.to_string(),
             })?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(reset)?;
-            tokio::spawn(conn.with_upgrades());
-            sender.send_request(up).await.map_err(reset)
-        })
-        .await;
+        let io = hyper_util::rt::TokioIo::new(io);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(reset)?;
+        tokio::spawn(conn.with_upgrades());
+        sender.send_request(up).await.map_err(reset)
+    })
+    .await;
     let mut resp = match sent {
         Ok(r) => r?,
         Err(_) => return Err(ProxyError::Timeout(route.limits.request_timeout)),

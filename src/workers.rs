@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
+use crate::admission::Admission;
 use crate::listener::{self, DrainHandle};
 use crate::plan::Limits;
 use crate::proxy::{self, Route};
@@ -39,7 +40,7 @@ pub struct Listening {
     pub listener: StdListener,
     pub route: Arc<Route>,
     /// `limits.max_connections` for this listener, shared by all workers.
-    pub slots: Arc<Semaphore>,
+    pub admission: Admission,
     pub name: String,
 }
 
@@ -69,7 +70,12 @@ impl Workers {
                     .listener
                     .try_clone()
                     .map_err(|e| format!("cannot share the {} listener: {e}", l.name))?;
-                mine.push((listener, l.route.clone(), l.slots.clone(), l.name.clone()));
+                mine.push((
+                    listener,
+                    l.route.clone(),
+                    l.admission.clone(),
+                    l.name.clone(),
+                ));
             }
             let handle = drain();
             let mut stop_rx = stop_rx.clone();
@@ -83,7 +89,7 @@ impl Workers {
                 .spawn(move || {
                     WORKER.set(index);
                     runtime.block_on(async move {
-                        for (listener, route, slots, name) in mine {
+                        for (listener, route, admission, name) in mine {
                             let listener = match TcpListener::from_std(listener) {
                                 Ok(l) => l,
                                 Err(e) => {
@@ -102,7 +108,7 @@ impl Workers {
                                 handle.clone(),
                                 name,
                                 limits,
-                                slots,
+                                admission,
                             ));
                         }
                         drop(handle);

@@ -266,6 +266,16 @@ fn assert_awf_fields(case: &Case, doc: &Value) {
 
     let hc = get(proxy, "healthcheck");
     assert_eq!(strings(get(hc, "test")), ["CMD", "/llm-keyproxy", "health"]);
+    // That probe's default URL is the admin listener as `awf` binds it: the container's
+    // loopback, published nowhere (issue 18).
+    assert_eq!(
+        llm_keyproxy::health::DEFAULT_URL,
+        format!("http://{}/ready", llm_keyproxy::awf::ADMIN_LISTEN)
+    );
+    assert!(llm_keyproxy::awf::ADMIN_LISTEN.starts_with("127.0.0.1:"));
+    for key in ["ports", "expose"] {
+        assert!(proxy.get(key).is_none(), "the proxy service has `{key}`");
+    }
     assert_eq!(s(get(hc, "interval")), "1s");
     assert_eq!(s(get(hc, "timeout")), "3s");
     assert_eq!(get(hc, "retries").as_u64(), Some(15));

@@ -651,6 +651,7 @@ fn observability_doc_names_every_metric_label_event_and_field() {
         &metrics::OUTCOMES[..],
         &metrics::TOKEN_KINDS[..],
         &metrics::PROTOCOLS[..],
+        &metrics::REFUSAL_REASONS[..],
     ] {
         for v in values {
             assert!(backticked(v), "the doc never names the label value `{v}`");

@@ -99,7 +99,8 @@ fn render(name: Option<&str>, pairs: &[(&str, &str)]) -> (Rendered, Plan) {
         .unwrap_or_else(|e| panic!("rendered config does not load: {e}\n{}", rendered.yaml));
     assert_no_canary(&format!("{plan:?}"));
     assert_no_canary(&plan.describe());
-    assert_eq!(plan.admin_listen.to_string(), "0.0.0.0:9901");
+    // Loopback only (issue 18): the image's healthcheck probes it from inside the container.
+    assert_eq!(plan.admin_listen.to_string(), "127.0.0.1:9901");
     let names: Vec<_> = plan.providers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, NAMES);
     for (i, p) in plan.providers.iter().enumerate() {
@@ -635,4 +636,83 @@ fn awf_command_serves_the_rendered_plan() {
     );
     assert_eq!(code, 64);
     assert!(stderr.contains("tls.extra_ca_file"), "{stderr}");
+}
+
+/// The rendered admin listener is loopback and is exactly what `llm-keyproxy health` probes by
+/// default (the image's `HEALTHCHECK`); served (ports made free, addresses as rendered), the
+/// `health` binary passes against it, and it is not reachable on the host's other addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_admin_is_loopback_and_the_health_command_passes_against_it() {
+    use llm_keyproxy::{run, Bound, Shared};
+
+    let (rendered, _) = render(None, &[("OPENAI_API_KEY", CANARY)]);
+    assert!(rendered.yaml.contains("admin:\n  listen: 127.0.0.1:9901\n"));
+    assert_eq!(
+        llm_keyproxy::health::DEFAULT_URL,
+        format!("http://{}/ready", llm_keyproxy::awf::ADMIN_LISTEN)
+    );
+
+    let mut yaml = rendered.yaml.replace("127.0.0.1:9901", "127.0.0.1:0");
+    for port in 10000..=10004 {
+        yaml = yaml.replace(&format!("0.0.0.0:{port}"), "127.0.0.1:0");
+    }
+    let env = env(&[("OPENAI_API_KEY", CANARY)]);
+    let plan = Plan::from_yaml(&yaml, &lookup(&env)).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let bound = Bound::bind(&plan).await.unwrap();
+    let admin = bound.admin_addr();
+    assert!(admin.ip().is_loopback(), "{admin}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shared = std::sync::Arc::new(Shared::default());
+    let task = tokio::spawn(run(
+        plan,
+        bound,
+        async move {
+            let _ = stopped.await;
+        },
+        shared,
+    ));
+
+    let health = |path: &'static str| {
+        let url = format!("http://{admin}{path}");
+        tokio::task::spawn_blocking(move || bin(&["health", &url], &[]))
+    };
+    let mut ready = None;
+    for _ in 0..50 {
+        let (code, _, stderr) = health("/ready").await.unwrap();
+        if code == 0 {
+            ready = Some(());
+            break;
+        }
+        assert_eq!(code, 1, "{stderr}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready.is_some(), "`llm-keyproxy health` never passed");
+    let (code, _, stderr) = health("/live").await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+
+    // Not on the host's outward address (when it has one): only loopback was bound.
+    if let Some(ip) = outward_ip() {
+        let there = std::net::SocketAddr::new(ip, admin.port());
+        let got = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(there),
+        )
+        .await;
+        assert!(
+            !matches!(got, Ok(Ok(_))),
+            "the admin listener answers on {there}"
+        );
+    }
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+/// The address this host would use to reach the outside, if it is not loopback (no packet
+/// is sent: connecting a UDP socket only picks a route).
+fn outward_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }

@@ -35,20 +35,7 @@ const ONE_WORKER: &str = "limits: {workers: 1}";
 /// Mock + Squid (allowing or denying CONNECT to the mock's port) + proxy with
 /// `upstream_proxy` = Squid and `extra` YAML (e.g. limits). None when Squid is missing.
 async fn through_squid(policy: Policy, extra: &str) -> Option<(Harness, Squid)> {
-    let bin = squid_or_skip()?;
-    let mut squid = None;
-    let h = Harness::start_with(mock_cfg(), |mock| {
-        let s = Squid::start(&bin, mock.port(), policy);
-        let yaml = format!(
-            "upstream_proxy: {}\n{extra}\n{}",
-            s.url(),
-            default_providers(mock)
-        );
-        squid = Some(s);
-        yaml
-    })
-    .await;
-    Some((h, squid.unwrap()))
+    through_squid_with(mock_cfg(), policy, extra).await
 }
 
 /// Mock + proxy whose `upstream_proxy` is `proxy_url` (no Squid involved).
@@ -539,5 +526,74 @@ async fn request_racing_a_cut_tunnel_is_retryable_502_or_ok() {
     write_stdout(&format!(
         "request right after its tunnel was cut: {ok} ok on a new tunnel, {lost_race} retryable 502 (of {rounds})\n"
     ));
+    assert_no_canary(&logs());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The upstream pool through Squid: each upstream connection is one tunnel.
+
+/// Like `through_squid`, with the mock's config given.
+async fn through_squid_with(
+    cfg: MockConfig,
+    policy: Policy,
+    extra: &str,
+) -> Option<(Harness, Squid)> {
+    let bin = squid_or_skip()?;
+    let mut squid = None;
+    let h = Harness::start_with(cfg, |mock| {
+        let s = Squid::start(&bin, mock.port(), policy);
+        let yaml = format!(
+            "upstream_proxy: {}\n{extra}\n{}",
+            s.url(),
+            default_providers(mock)
+        );
+        squid = Some(s);
+        yaml
+    })
+    .await;
+    Some((h, squid.unwrap()))
+}
+
+/// 30 concurrent streams against an upstream allowing 10 streams per connection, one worker,
+/// through Squid: all complete, no connection carries more than 10, and Squid opened at most
+/// ceil(30 / 10) + 1 CONNECT tunnels (one per upstream connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_at_the_peer_stream_limit_through_squid() {
+    let cfg = MockConfig {
+        h2_max_concurrent_streams: 10,
+        ..mock_cfg()
+    };
+    let Some((h, mut squid)) = through_squid_with(cfg, Policy::Allow, ONE_WORKER).await else {
+        return;
+    };
+    let addr = h.openai();
+    let took = all_ok(30, || chat_stream(addr, 5, 100)).await;
+    let handshakes = h.mock.handshakes();
+    let peak = h.mock.peak_streams_per_connection();
+    assert_eq!(h.mock.requests().len(), 30);
+    assert!(peak <= 10, "{peak} streams on one connection, limit 10");
+    assert!(
+        handshakes <= 4,
+        "{handshakes} upstream connections for 30 streams"
+    );
+    // Squid logs each tunnel when it closes, or (SIGTERM) when Squid stops.
+    tokio::task::block_in_place(|| squid.stop_gracefully());
+    let lines = squid.connect_lines();
+    write_stdout(&format!(
+        "30 streams at 10 per connection through squid in {took:?}: {handshakes} TLS connections, {} tunnels, peak {peak}\n",
+        lines.len()
+    ));
+    assert!(
+        !lines.is_empty() && lines.len() <= 4,
+        "{}",
+        squid.access_log()
+    );
+    assert_eq!(lines.len(), handshakes, "{}", squid.access_log());
+    assert!(
+        lines.iter().all(|l| l.contains("TCP_TUNNEL/200")),
+        "{}",
+        squid.access_log()
+    );
+    assert_no_canary(&squid.access_log());
     assert_no_canary(&logs());
 }

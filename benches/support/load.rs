@@ -19,7 +19,6 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use llm_keyproxy::upstream::Connector;
 
 /// The longest the bench waits for a response head, a small body, the next SSE frame or an upload.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,7 +41,7 @@ pub async fn within<T>(
         .unwrap_or_else(|_| Err(format!("timed out after {} s", limit.as_secs())))
 }
 
-pub type DirectClient = Client<Connector, Full<Bytes>>;
+pub type DirectClient = Client<super::Direct, Full<Bytes>>;
 pub type PlainClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A client for one target: TLS (h2 or http/1.1 by ALPN) straight to the mock, or plain

@@ -352,7 +352,83 @@ fn direct_client(ca_pem: &str, mock: SocketAddr) -> DirectClient {
     );
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(20_000)
-        .build(connector)
+        .build(Direct(connector))
+}
+
+/// llm-keyproxy's upstream connector as a hyper-util connector, for the bench's direct client.
+#[derive(Clone)]
+pub struct Direct(Connector);
+
+/// A TLS connection to the mock that tells hyper-util whether ALPN chose h2.
+pub struct DirectConn(hyper_util::rt::TokioIo<llm_keyproxy::upstream::TlsConn>);
+
+impl tower_service::Service<http::Uri> for Direct {
+    type Response = DirectConn;
+    type Error = llm_keyproxy::upstream::ConnectError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<DirectConn, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connector = self.0.clone();
+        Box::pin(async move {
+            let host = uri.host().unwrap_or_default().to_owned();
+            let conn = connector
+                .connect(&host, uri.port_u16().unwrap_or(443))
+                .await?;
+            Ok(DirectConn(hyper_util::rt::TokioIo::new(conn)))
+        })
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for DirectConn {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        let connected = hyper_util::client::legacy::connect::Connected::new();
+        if self.0.inner().h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl hyper::rt::Read for DirectConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for DirectConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 impl Env {

@@ -4,11 +4,20 @@
 //! Start one with [`MockUpstream::start`], trust [`MockUpstream::ca_pem`] in the client, connect
 //! to [`MockUpstream::addr`] with any SNI from [`MockConfig::hosts`], then assert on
 //! [`MockUpstream::requests`].
+//!
+//! Faults on command: [`MockUpstream::goaway`], [`MockUpstream::freeze_connections`],
+//! [`MockUpstream::refuse_streams`], [`MockUpstream::set_h2_max_concurrent_streams`] (a new
+//! SETTINGS frame mid-connection, src/faultio.rs) and [`MockUpstream::set_handshake_delay`];
+//! what the client did: [`MockUpstream::handshakes`], [`MockUpstream::open_connections`],
+//! [`MockUpstream::peak_streams_per_connection`], [`MockUpstream::cancelled_streams`].
 #![forbid(unsafe_code)]
 
 mod anthropic;
 mod body;
+mod faultio;
+mod frames;
 mod gemini;
+mod h2wire;
 mod openai;
 mod record;
 mod routes;
@@ -71,7 +80,16 @@ pub struct MockConfig {
     /// Fault injection: close an http/1.1 connection that has been idle (between requests)
     /// for this long, as servers with short keep-alive timeouts do.
     pub h1_idle_close: Option<Duration>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS advertised on new h2 connections (changeable while
+    /// running with [`MockUpstream::set_h2_max_concurrent_streams`]). The mock does not
+    /// refuse streams above it: [`MockUpstream::peak_streams_per_connection`] shows whether
+    /// the client honoured it.
+    pub h2_max_concurrent_streams: u32,
 }
+
+/// The default [`MockConfig::h2_max_concurrent_streams`]: enough for benches to hold
+/// thousands of streams on one connection.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100_000;
 
 impl Default for MockConfig {
     fn default() -> Self {
@@ -91,6 +109,7 @@ impl Default for MockConfig {
             sse_gap: Duration::from_millis(20),
             handshake_delay: Duration::ZERO,
             h1_idle_close: None,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
         }
     }
 }
@@ -107,6 +126,7 @@ impl fmt::Debug for MockConfig {
             .field("sse_gap", &self.sse_gap)
             .field("handshake_delay", &self.handshake_delay)
             .field("h1_idle_close", &self.h1_idle_close)
+            .field("h2_max_concurrent_streams", &self.h2_max_concurrent_streams)
             .finish()
     }
 }
@@ -123,9 +143,42 @@ pub(crate) struct Shared {
     pub(crate) goaway: tokio::sync::watch::Sender<u64>,
     /// The current handshake delay in milliseconds.
     pub(crate) handshake_delay_ms: AtomicU64,
+    /// The stream limit advertised on h2 connections; a change is sent to open ones.
+    pub(crate) h2_limit: tokio::sync::watch::Sender<u32>,
+    /// Bumped by [`MockUpstream::freeze_connections`]: every open connection freezes.
+    pub(crate) freeze: tokio::sync::watch::Sender<u64>,
+    /// h2 streams still to refuse, and refused so far.
+    refuse: AtomicUsize,
+    refused: AtomicUsize,
+    /// Most streams seen open at once on one h2 connection.
+    peak_streams: AtomicUsize,
+    /// h2 streams open now, all connections together.
+    in_flight: AtomicUsize,
+    /// TLS connections open now.
+    open_connections: AtomicUsize,
 }
 
 impl Shared {
+    pub(crate) fn new(cfg: MockConfig) -> Shared {
+        Shared {
+            records: Mutex::new(Vec::new()),
+            handshakes: AtomicUsize::new(0),
+            cancelled: AtomicUsize::new(0),
+            changed: Notify::new(),
+            ids: AtomicU64::new(0),
+            goaway: tokio::sync::watch::channel(0).0,
+            handshake_delay_ms: AtomicU64::new(cfg.handshake_delay.as_millis() as u64),
+            h2_limit: tokio::sync::watch::channel(cfg.h2_max_concurrent_streams).0,
+            freeze: tokio::sync::watch::channel(0).0,
+            refuse: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
+            peak_streams: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            open_connections: AtomicUsize::new(0),
+            cfg,
+        }
+    }
+
     fn records(&self) -> MutexGuard<'_, Vec<Recorded>> {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -138,6 +191,41 @@ impl Shared {
     pub(crate) fn add_handshake(&self) {
         self.handshakes.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
+    }
+
+    /// Connections open now: one more until the guard drops.
+    pub(crate) fn connection_opened(self: &Arc<Self>) -> OpenConnection {
+        self.open_connections.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        OpenConnection(self.clone())
+    }
+
+    /// One h2 connection has `n` streams open now.
+    pub(crate) fn note_streams(&self, n: usize) {
+        self.peak_streams.fetch_max(n, Ordering::SeqCst);
+    }
+
+    /// One h2 connection's open streams went from `was` to `now`.
+    pub(crate) fn streams_in_flight(&self, was: usize, now: usize) {
+        if now > was {
+            self.in_flight.fetch_add(now - was, Ordering::SeqCst);
+        } else {
+            self.in_flight.fetch_sub(was - now, Ordering::SeqCst);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// True (and counted) when this h2 stream is to be refused.
+    pub(crate) fn take_refusal(&self) -> bool {
+        let take = self
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if take {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            self.changed.notify_waiters();
+        }
+        take
     }
 
     pub(crate) fn add_cancelled(&self) {
@@ -172,6 +260,16 @@ impl Shared {
     }
 }
 
+/// Counts a connection as open until dropped.
+pub(crate) struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
 /// A running mock server. Dropping it shuts the server down (all its tasks are aborted).
 pub struct MockUpstream {
     addr: SocketAddr,
@@ -191,16 +289,7 @@ impl MockUpstream {
         let material = tls::build(&cfg.hosts, cfg.alpn)?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            records: Mutex::new(Vec::new()),
-            handshakes: AtomicUsize::new(0),
-            cancelled: AtomicUsize::new(0),
-            changed: Notify::new(),
-            ids: AtomicU64::new(0),
-            goaway: tokio::sync::watch::channel(0).0,
-            handshake_delay_ms: AtomicU64::new(cfg.handshake_delay.as_millis() as u64),
-            cfg,
-        });
+        let shared = Arc::new(Shared::new(cfg));
         let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config);
         let task = tokio::spawn(server::accept_loop(listener, acceptor, shared.clone()));
         Ok(MockUpstream {
@@ -226,11 +315,14 @@ impl MockUpstream {
         self.shared.records().clone()
     }
 
-    /// Forgets recorded requests and resets the handshake and cancellation counters.
+    /// Forgets recorded requests and resets the handshake, cancellation, refused-stream and
+    /// peak-stream counters.
     pub fn clear(&self) {
         self.shared.records().clear();
         self.shared.handshakes.store(0, Ordering::SeqCst);
         self.shared.cancelled.store(0, Ordering::SeqCst);
+        self.shared.refused.store(0, Ordering::SeqCst);
+        self.reset_peak_streams();
         self.shared.changed.notify_waiters();
     }
 
@@ -246,6 +338,69 @@ impl MockUpstream {
         self.shared
             .handshake_delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Fault injection: h2 connections advertise SETTINGS_MAX_CONCURRENT_STREAMS = `n` from
+    /// now on; every open one is sent a new SETTINGS frame saying so (mid-connection change).
+    pub fn set_h2_max_concurrent_streams(&self, n: u32) {
+        self.shared.h2_limit.send_replace(n);
+    }
+
+    /// Fault injection: the next `n` h2 streams are answered RST_STREAM(REFUSED_STREAM)
+    /// without being processed (nor recorded). Adds to any refusals still pending.
+    pub fn refuse_streams(&self, n: usize) {
+        self.shared.refuse.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// h2 streams refused by [`MockUpstream::refuse_streams`] so far.
+    pub fn refused_streams(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
+
+    /// Fault injection: every connection open now stops reading and writing (it answers no
+    /// PING, no request, no flow control) until the peer closes it. New connections are served
+    /// as usual.
+    pub fn freeze_connections(&self) {
+        self.shared.freeze.send_modify(|n| *n += 1);
+    }
+
+    /// The most streams seen open at once on any single h2 connection (open or half-closed
+    /// on the wire: from the client's HEADERS to both END_STREAMs or a reset) since start,
+    /// [`MockUpstream::clear`] or [`MockUpstream::reset_peak_streams`].
+    pub fn peak_streams_per_connection(&self) -> usize {
+        self.shared.peak_streams.load(Ordering::SeqCst)
+    }
+
+    /// Restarts [`MockUpstream::peak_streams_per_connection`] from zero (streams open now
+    /// count again with the next frame the client sends on their connection).
+    pub fn reset_peak_streams(&self) {
+        self.shared.peak_streams.store(0, Ordering::SeqCst);
+    }
+
+    /// h2 streams open now on all connections together (counted like
+    /// [`MockUpstream::peak_streams_per_connection`]).
+    pub fn streams_in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `streams_in_flight() >= n`: e.g. every stream of a burst is open at the
+    /// upstream at once, none queued in the client. False on timeout.
+    pub async fn wait_for_streams_in_flight(&self, n: usize, timeout: Duration) -> bool {
+        self.shared
+            .wait_until(timeout, |s| s.in_flight.load(Ordering::SeqCst) >= n)
+            .await
+    }
+
+    /// TLS connections open now (handshake completed, not yet closed).
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `open_connections() == n`; false on timeout.
+    pub async fn wait_for_open_connections(&self, n: usize, timeout: Duration) -> bool {
+        self.shared
+            .wait_until(timeout, |s| s.open_connections.load(Ordering::SeqCst) == n)
+            .await
     }
 
     /// Completed TLS handshakes.

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use mock_upstream::{Alpn, MockConfig, MockUpstream};
 
-const USAGE: &str = "usage: mock-upstream [--listen ADDR] [--ca-out PATH] [--key KEY] [--gap-ms MS] [--alpn both|h1|h2]
+const USAGE: &str = "usage: mock-upstream [--listen ADDR] [--ca-out PATH] [--key KEY] [--gap-ms MS] [--alpn both|h1|h2] [--h2-max-streams N]
   --listen ADDR   address to listen on (default 127.0.0.1:8443)
   --ca-out PATH   where to write the CA certificate, PEM (default target/mock-ca.pem)
   --key KEY       only accept this credential (default: any non-empty one)
   --gap-ms MS     gap between generated SSE chunks (default 20)
-  --alpn PROTOS   ALPN protocols to advertise (default both)";
+  --alpn PROTOS   ALPN protocols to advertise (default both)
+  --h2-max-streams N  SETTINGS_MAX_CONCURRENT_STREAMS advertised on h2 connections (default 100000)";
 
 struct Args {
     listen: SocketAddr,
@@ -32,7 +33,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         if flag == "-h" || flag == "--help" {
             return Err(String::new());
         }
-        if !["--listen", "--ca-out", "--key", "--gap-ms", "--alpn"].contains(&flag.as_str()) {
+        if ![
+            "--listen",
+            "--ca-out",
+            "--key",
+            "--gap-ms",
+            "--alpn",
+            "--h2-max-streams",
+        ]
+        .contains(&flag.as_str())
+        {
             return Err(format!("unknown flag: {flag}"));
         }
         let value = args
@@ -52,6 +62,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .parse()
                     .map_err(|_| format!("invalid --gap-ms: {value}"))?;
                 out.cfg.sse_gap = Duration::from_millis(ms);
+            }
+            "--h2-max-streams" => {
+                out.cfg.h2_max_concurrent_streams = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("invalid --h2-max-streams: {value}"))?;
             }
             "--alpn" => {
                 out.cfg.alpn = match value.as_str() {

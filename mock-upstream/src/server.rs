@@ -1,7 +1,6 @@
-//! Accept loop and per-connection serving: TLS handshake, then hyper (h2 or http/1.1 chosen from
-//! the negotiated ALPN).
+//! Accept loop and per-connection serving: TLS handshake, the fault-injection IO layer
+//! (src/faultio.rs), then hyper (h2 or http/1.1 chosen from the negotiated ALPN).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +11,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::faultio::FaultIo;
 use crate::record::ConnInfo;
 use crate::{routes, Shared};
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The stream limit h2 itself enforces: far above anything advertised, so the limit the mock
+/// advertises (src/faultio.rs rewrites it into h2's SETTINGS) can be raised mid-connection.
+const H2_INTERNAL_MAX_STREAMS: u32 = 1_000_000;
 
 /// Accepts connections forever. Connection tasks live in a `JoinSet` owned by this future, so
 /// aborting the accept task also aborts every connection.
@@ -55,6 +58,10 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
             .map(|p| String::from_utf8_lossy(p).into_owned()),
     });
     shared.add_handshake();
+    let _open = shared.connection_opened();
+    let mut limit = shared.h2_limit.subscribe();
+    let mut freeze = shared.freeze.subscribe();
+    let io = FaultIo::new(tls, shared.clone(), info.alpn.as_deref() == Some("h2"));
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
@@ -63,11 +70,10 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
         // idle keep-alive limit.
         builder.http1().header_read_timeout(idle);
     }
-    // Many concurrent streams per connection, so benches can hold thousands open on one.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(100_000);
+        .max_concurrent_streams(H2_INTERNAL_MAX_STREAMS);
     // h2 negotiated: serve h2 only; http/1.1 negotiated: http/1.1 only; no ALPN: detect from
     // the connection preface.
     let builder = match info.alpn.as_deref() {
@@ -75,18 +81,30 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
         Some(_) => builder.http1_only(),
         None => builder,
     };
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let shared = shared.clone();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(routes::handle(shared, info, req).await) }
+        async move {
+            // hyper answers a service error on h2 with RST_STREAM carrying the h2 reason.
+            if req.version() == http::Version::HTTP_2 && shared.take_refusal() {
+                return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
+            }
+            Ok(routes::handle(shared, info, req).await)
+        }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = goaway.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            // The IO layer acts on these when next polled: wake the connection so it is.
+            _ = limit.changed() => {}
+            _ = freeze.changed() => {}
+            _ = goaway.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
         }
     }
 }

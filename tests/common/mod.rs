@@ -287,3 +287,95 @@ pub async fn raw(addr: SocketAddr, request: &[u8], limit: Duration) -> String {
 pub fn write_stdout(s: &str) {
     let _ = std::io::stdout().write_all(s.as_bytes());
 }
+
+/// The admin listener's `/metrics` text.
+pub async fn metrics_text(admin: SocketAddr) -> String {
+    send(get(admin, "/metrics")).await.text()
+}
+
+/// The value of one series in a `/metrics` text, named exactly as exposed (e.g.
+/// `keyproxy_upstream_retries_total{provider="openai",reason="refused_stream"}`); 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().unwrap_or(f64::NAN))
+        .unwrap_or(0.0)
+}
+
+/// A streaming chat completion (`x-mock-chunks` deltas, `x-mock-gap-ms` apart) through the
+/// proxy at `addr`: Ok when it is 200 and carries exactly the mock's deltas in order and the
+/// final `data: [DONE]`; else what was wrong (never panics, so it can run in many tasks).
+pub async fn chat_stream(addr: SocketAddr, chunks: usize, gap_ms: u64) -> Result<(), String> {
+    let req = Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-mock-chunks", chunks.to_string())
+        .header("x-mock-gap-ms", gap_ms.to_string())
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        )))
+        .unwrap();
+    let limit = Duration::from_secs(60);
+    let resp = tokio::time::timeout(limit, client().request(req))
+        .await
+        .map_err(|_| "no response head in 60 s".to_owned())?
+        .map_err(|e| format!("client error: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = tokio::time::timeout(limit, resp.into_body().collect())
+        .await
+        .map_err(|_| "body not complete in 60 s".to_owned())?
+        .map_err(|e| format!("body error: {e}"))?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    if status != 200 {
+        return Err(format!("status {status}: {text}"));
+    }
+    let events = sse_events(&body);
+    if events.last().map(String::as_str) != Some("data: [DONE]") {
+        return Err(format!("no final [DONE]: {text}"));
+    }
+    let mut content = String::new();
+    for e in &events[..events.len() - 1] {
+        let data = e
+            .strip_prefix("data: ")
+            .ok_or_else(|| format!("not a data event: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(data).map_err(|err| format!("{err}: {data}"))?;
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(c);
+        }
+    }
+    if content != mock_upstream::expected_text(chunks) {
+        return Err(format!("content differs: {content:?}"));
+    }
+    Ok(())
+}
+
+/// Runs `n` copies of `task` at once; panics naming how many failed and the first errors.
+pub async fn all_ok<F>(n: usize, task: impl Fn() -> F) -> Duration
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        set.spawn(task());
+    }
+    let mut errors = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(format!("task: {e}")),
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "{} of {n} failed; first: {:#?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+    start.elapsed()
+}
