@@ -12,21 +12,64 @@
 //! Both count what they turn away in `keyproxy_connections_refused_total` (docs/observability.md).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-/// What one connection is doing, watched by its idle timer and by the admin roster.
-#[derive(Clone, Copy, Default)]
+/// What one connection is doing, read by its idle timer and by the admin roster. Plain
+/// atomics: a request changes them without waking anyone; the idle timer looks when it fires.
+#[derive(Debug)]
 pub struct Load {
     /// Requests whose response body has not finished (or been dropped).
-    pub in_flight: usize,
+    in_flight: AtomicUsize,
     /// At least one request head was received.
-    pub served: bool,
+    served: AtomicBool,
+    /// When the connection opened or last had no request in flight, in ns after `opened`.
+    idle_since: AtomicU64,
+    opened: Instant,
+}
+
+impl Load {
+    pub fn new() -> Arc<Load> {
+        Arc::new(Load {
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            idle_since: AtomicU64::new(0),
+            opened: Instant::now(),
+        })
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn served(&self) -> bool {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Since when the connection has had nothing in flight (meaningful when `in_flight` is 0).
+    pub fn idle_since(&self) -> Instant {
+        self.opened + Duration::from_nanos(self.idle_since.load(Ordering::Relaxed))
+    }
+
+    /// A request head arrived.
+    pub fn start(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
+    }
+
+    /// A response body finished or was dropped.
+    pub fn end(&self) {
+        let nanos = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.idle_since.store(nanos, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// How a listener admits connections beyond its cap.
@@ -77,7 +120,7 @@ impl Admission {
     }
 
     /// A seat for a new connection whose state is `load`, or `None`: refuse it.
-    pub fn admit(&self, load: &watch::Receiver<Load>) -> Option<Seat> {
+    pub fn admit(&self, load: &Arc<Load>) -> Option<Seat> {
         match self {
             Admission::Refuse { slots, refused, .. } => match slots.clone().try_acquire_owned() {
                 Ok(slot) => Some(Seat::Slot(slot)),
@@ -140,7 +183,7 @@ impl Default for Open {
 }
 
 struct Entry {
-    load: watch::Receiver<Load>,
+    load: Arc<Load>,
     close: oneshot::Sender<()>,
 }
 
@@ -158,7 +201,7 @@ impl Roster {
     }
 
     /// Puts a new connection on the roster, closing the oldest idle one when it is full.
-    fn admit(self: &Arc<Self>, load: watch::Receiver<Load>) -> Seat {
+    fn admit(self: &Arc<Self>, load: Arc<Load>) -> Seat {
         let (close, evicted) = oneshot::channel();
         let mut open = self.lock();
         if open.members.len() >= self.max {
@@ -186,7 +229,7 @@ impl Open {
     fn victim(&self) -> Option<u64> {
         self.members
             .iter()
-            .find(|(_, e)| e.load.borrow().in_flight == 0)
+            .find(|(_, e)| e.load.in_flight() == 0)
             .or_else(|| self.members.iter().next())
             .map(|(id, _)| *id)
     }
@@ -319,11 +362,12 @@ async fn refuse(mut stream: TcpStream, answer: Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn load(in_flight: usize) -> (watch::Sender<Load>, watch::Receiver<Load>) {
-        watch::channel(Load {
-            in_flight,
-            served: in_flight > 0,
-        })
+    fn load(in_flight: usize) -> Arc<Load> {
+        let load = Load::new();
+        for _ in 0..in_flight {
+            load.start();
+        }
+        load
     }
 
     fn evicted(seat: &mut Seat) -> bool {
@@ -338,22 +382,22 @@ mod tests {
         let admission = Admission::evict(3, "admin", Counter::default());
         let busy = load(1);
         let idle = load(0);
-        let mut a = admission.admit(&busy.1).unwrap();
-        let mut b = admission.admit(&idle.1).unwrap();
-        let mut c = admission.admit(&idle.1).unwrap();
+        let mut a = admission.admit(&busy).unwrap();
+        let mut b = admission.admit(&idle).unwrap();
+        let mut c = admission.admit(&idle).unwrap();
         // Full: the oldest idle one (b) goes, the busy older one (a) stays.
-        let mut d = admission.admit(&idle.1).unwrap();
+        let mut d = admission.admit(&idle).unwrap();
         assert!(!evicted(&mut a) && evicted(&mut b) && !evicted(&mut c));
         drop(b);
         // c and d idle: c goes next.
-        let _e = admission.admit(&busy.1).unwrap();
+        let _e = admission.admit(&busy).unwrap();
         assert!(evicted(&mut c) && !evicted(&mut d));
         drop(c);
         // Everything busy except d: d goes; then all busy: the oldest (a) goes.
-        let _f = admission.admit(&busy.1).unwrap();
+        let _f = admission.admit(&busy).unwrap();
         assert!(evicted(&mut d));
         drop(d);
-        let _g = admission.admit(&busy.1).unwrap();
+        let _g = admission.admit(&busy).unwrap();
         assert!(evicted(&mut a));
     }
 
@@ -362,8 +406,8 @@ mod tests {
         let admission = Admission::evict(2, "admin", Counter::default());
         let idle = load(0);
         for _ in 0..10 {
-            let mut a = admission.admit(&idle.1).unwrap();
-            let mut b = admission.admit(&idle.1).unwrap();
+            let mut a = admission.admit(&idle).unwrap();
+            let mut b = admission.admit(&idle).unwrap();
             assert!(!evicted(&mut a) && !evicted(&mut b));
         }
     }
@@ -373,11 +417,11 @@ mod tests {
         let refused = Counter::default();
         let admission = Admission::refuse(1, refused.clone());
         let idle = load(0);
-        let first = admission.admit(&idle.1);
+        let first = admission.admit(&idle);
         assert!(first.is_some());
-        assert!(admission.admit(&idle.1).is_none());
+        assert!(admission.admit(&idle).is_none());
         assert_eq!(refused.get(), 1);
         drop(first);
-        assert!(admission.admit(&idle.1).is_some());
+        assert!(admission.admit(&idle).is_some());
     }
 }

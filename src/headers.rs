@@ -110,7 +110,11 @@ pub fn to_upstream(
     if let Credential::Configured { name, value } = credential {
         headers.insert(name.clone(), value.clone());
     }
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    // Unique per request: never worth a place in the upstream's HPACK table (indexing it
+    // would evict the entries that do repeat).
+    let mut id = request_id.clone();
+    id.set_sensitive(true);
+    headers.insert(X_REQUEST_ID.clone(), id);
     let extras = provider.extras;
     if extras.anthropic_version && !headers.contains_key(&ANTHROPIC_VERSION_HEADER) {
         headers.insert(

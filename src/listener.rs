@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -188,8 +190,10 @@ pub async fn serve<S, F>(
                 continue;
             }
         };
-        let (load, idle_rx) = load_channel();
-        let Some(mut seat) = admission.admit(&idle_rx) else {
+        let load = Load::new();
+        let idle_rx = load.clone();
+        let opened = Instant::now();
+        let Some(mut seat) = admission.admit(&load) else {
             refusals.refuse(stream, &name, admission.max());
             continue;
         };
@@ -209,7 +213,7 @@ pub async fn serve<S, F>(
             let sniffed = tokio::select! {
                 p = sniff(&stream) => p,
                 _ = handle.draining() => None,
-                _ = idle(idle_rx.clone(), first, next) => None,
+                _ = idle(idle_rx.clone(), first, next, opened) => None,
                 _ = seat.evicted() => None,
             };
             // Closed, nothing sent before draining / the header timeout, or evicted: the seat
@@ -234,14 +238,14 @@ pub async fn serve<S, F>(
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
-                _ = idle(idle_rx.clone(), first, next) => {
+                _ = idle(idle_rx.clone(), first, next, opened) => {
                     // No request in flight: HTTP/1.1 closes now, h2c sends GOAWAY. A peer that
                     // stalls the h2 GOAWAY handshake (never acks its PING) is cut after another
                     // idle period.
                     conn.as_mut().graceful_shutdown();
                     tokio::select! {
                         _ = conn.as_mut() => {}
-                        _ = idle(idle_rx, first, next) => {}
+                        _ = idle(idle_rx, first, next, Instant::now()) => {}
                         _ = seat.evicted() => {}
                     }
                 }
@@ -350,58 +354,49 @@ impl<H1: Graceful, H2: Graceful> Future for Conn<H1, H2> {
     }
 }
 
-/// A connection's load, shared by its service (writer), its idle timer and its admission.
-fn load_channel() -> (Arc<watch::Sender<Load>>, watch::Receiver<Load>) {
-    let (tx, rx) = watch::channel(Load::default());
-    (Arc::new(tx), rx)
-}
-
 /// Resolves once the connection has had no request in flight for `first` (before its first
 /// request: covers the protocol sniffing and h2c connections that never open a stream) or
-/// `next` (after one: the keep-alive idle timeout).
-async fn idle(mut load: watch::Receiver<Load>, first: Duration, next: Duration) {
+/// `next` (after one: the keep-alive idle timeout), counted from `not_before` at the earliest.
+/// It looks only when its timer fires, so a request costs it nothing: while requests are in
+/// flight it looks again every period, and never sleeps longer than the shorter limit (a
+/// first request can move the deadline earlier when `next` is shorter than `first`).
+async fn idle(load: Arc<Load>, first: Duration, next: Duration, not_before: Instant) {
+    let step = first.min(next);
     loop {
-        let now = *load.borrow_and_update();
-        if now.in_flight > 0 {
-            if load.changed().await.is_err() {
-                return std::future::pending().await;
-            }
+        let limit = if load.served() { next } else { first };
+        if load.in_flight() > 0 {
+            tokio::time::sleep(step).await;
             continue;
         }
-        let limit = if now.served { next } else { first };
-        match tokio::time::timeout(limit, load.changed()).await {
-            Err(_) => return,
-            Ok(Ok(())) => continue,
-            // The service is gone: the connection is ending on its own.
-            Ok(Err(_)) => return std::future::pending().await,
+        let now = Instant::now();
+        let deadline = load.idle_since().max(not_before) + limit;
+        if now >= deadline {
+            return;
         }
+        tokio::time::sleep_until(deadline.min(now + step)).await;
     }
 }
 
 /// Counts one request in flight until its response body is finished or dropped.
-struct InFlight(Arc<watch::Sender<Load>>);
+struct InFlight(Arc<Load>);
 
 impl InFlight {
-    fn new(load: &Arc<watch::Sender<Load>>) -> InFlight {
-        load.send_modify(|l| {
-            l.in_flight += 1;
-            l.served = true;
-        });
+    fn new(load: &Arc<Load>) -> InFlight {
+        load.start();
         InFlight(load.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0
-            .send_modify(|l| l.in_flight = l.in_flight.saturating_sub(1));
+        self.0.end();
     }
 }
 
 /// A connection's service, counting its requests in flight.
 struct Tracked<S> {
     inner: S,
-    load: Arc<watch::Sender<Load>>,
+    load: Arc<Load>,
     /// `limits.max_header_bytes`: an HTTP/1.1 head over it gets 431 here when hyper's read
     /// buffer cap let it through (hyper checks its cap only between reads, so a head that
     /// arrives in one large read can pass it).
