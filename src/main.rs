@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use llm_keyproxy::logging::{self, LogFormat};
-use llm_keyproxy::plan::Plan;
+use llm_keyproxy::config::plan::Plan;
+use llm_keyproxy::telemetry::logging::{self, LogFormat};
 use llm_keyproxy::{run, Bound, Shared};
 
 const EXIT_CONFIG: u8 = 64;
@@ -53,7 +53,7 @@ enum Command {
     /// Exit 0 iff URL (default the admin /ready) answers 200; for container healthchecks.
     Health {
         /// The URL to probe (plain http).
-        #[arg(default_value = llm_keyproxy::health::DEFAULT_URL)]
+        #[arg(default_value = llm_keyproxy::awf::probe::DEFAULT_URL)]
         url: String,
     },
     /// Print the YAML config rendered from the AWF environment (keys only as env: references).
@@ -93,9 +93,9 @@ fn health(url: &str) -> ExitCode {
         eprintln!("llm-keyproxy health: cannot start the runtime");
         return ExitCode::from(1);
     };
-    match rt.block_on(llm_keyproxy::health::probe(
+    match rt.block_on(llm_keyproxy::awf::probe::probe(
         url,
-        llm_keyproxy::health::DEFAULT_TIMEOUT,
+        llm_keyproxy::awf::probe::DEFAULT_TIMEOUT,
     )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
@@ -150,7 +150,7 @@ fn awf(args: RunArgs) -> ExitCode {
 /// The rendered YAML, with warnings and errors written to stderr under `who`.
 fn render_awf(who: &str) -> Option<String> {
     let env = |name: &str| std::env::var(name).ok();
-    match llm_keyproxy::awf::render_config(&env) {
+    match llm_keyproxy::awf::render::render_config(&env) {
         Ok(rendered) => {
             for w in &rendered.warnings {
                 eprintln!("{who}: warning: {w}");
@@ -170,7 +170,7 @@ fn serve_plan(plan: Plan, args: RunArgs) -> ExitCode {
         println!("config OK");
         return ExitCode::SUCCESS;
     }
-    let sink = match llm_keyproxy::logsink::LogSink::start(std::io::stdout()) {
+    let sink = match llm_keyproxy::telemetry::logsink::LogSink::start(std::io::stdout()) {
         Ok(sink) => sink,
         Err(e) => {
             eprintln!("llm-keyproxy: cannot start the log writer thread: {e}");

@@ -228,7 +228,7 @@ async fn admin_bounds_are_its_own() {
         ca_file.display(),
         default_providers(mock.addr())
     );
-    let plan = llm_keyproxy::plan::Plan::from_yaml(&text, &env_lookup).unwrap();
+    let plan = llm_keyproxy::config::plan::Plan::from_yaml(&text, &env_lookup).unwrap();
     assert_eq!(plan.admin.max_connections, 4);
     assert_eq!(plan.admin.limits().max_connections, 4);
     assert_eq!(

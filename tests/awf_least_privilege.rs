@@ -1,8 +1,8 @@
 //! The least-privilege AWF config documented in docs/awf.md loads, and admits what AWF's agents
 //! use while refusing the rest.
 
-use llm_keyproxy::access::check_allowed;
-use llm_keyproxy::plan::Plan;
+use llm_keyproxy::config::plan::Plan;
+use llm_keyproxy::policy::access::check_allowed;
 
 fn documented() -> String {
     let doc = std::fs::read_to_string("docs/awf.md").unwrap();

@@ -269,10 +269,10 @@ fn assert_awf_fields(case: &Case, doc: &Value) {
     // That probe's default URL is the admin listener as `awf` binds it: the container's
     // loopback, published nowhere (issue 18).
     assert_eq!(
-        llm_keyproxy::health::DEFAULT_URL,
-        format!("http://{}/ready", llm_keyproxy::awf::ADMIN_LISTEN)
+        llm_keyproxy::awf::probe::DEFAULT_URL,
+        format!("http://{}/ready", llm_keyproxy::awf::render::ADMIN_LISTEN)
     );
-    assert!(llm_keyproxy::awf::ADMIN_LISTEN.starts_with("127.0.0.1:"));
+    assert!(llm_keyproxy::awf::render::ADMIN_LISTEN.starts_with("127.0.0.1:"));
     for key in ["ports", "expose"] {
         assert!(proxy.get(key).is_none(), "the proxy service has `{key}`");
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use llm_keyproxy::plan::{Credential, Plan};
+use llm_keyproxy::config::plan::{Credential, Plan};
 
 fn env(name: &str) -> Option<String> {
     match name {

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use llm_keyproxy::plan::Plan;
+use llm_keyproxy::config::plan::Plan;
 use mock_upstream::MockConfig;
 use serde_yaml_ng::Value;
 

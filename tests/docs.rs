@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use llm_keyproxy::metrics::{self, Metrics};
+use llm_keyproxy::telemetry::metrics::{self, Metrics};
 use serde_json::Value;
 
 fn read(rel: &str) -> String {
@@ -105,7 +105,7 @@ fn exposition() -> Exposition {
     m.budget_spent(
         "provider",
         "docs",
-        llm_keyproxy::budget::Spent {
+        llm_keyproxy::policy::budget::Spent {
             last_minute: 0,
             last_hour: 0,
             total: 0,

@@ -171,10 +171,10 @@ async fn untrusted_ca_is_502() {
         "admin: {{listen: 127.0.0.1:0}}\nproviders:\n  openai: {{listen: 127.0.0.1:0, api_key: env:KP_TEST_KEY, upstream_address: '{}'}}\n",
         mock.addr()
     );
-    let plan = llm_keyproxy::plan::Plan::from_yaml(&yaml, &env_lookup).unwrap();
+    let plan = llm_keyproxy::config::plan::Plan::from_yaml(&yaml, &env_lookup).unwrap();
     let bound = llm_keyproxy::Bound::bind(&plan).await.unwrap();
     let addr = bound.provider_addrs()[0];
-    let shared = std::sync::Arc::new(llm_keyproxy::Shared::default());
+    let shared = std::sync::Arc::new(llm_keyproxy::server::Shared::default());
     let task = tokio::spawn(llm_keyproxy::run(
         plan,
         bound,

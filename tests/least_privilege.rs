@@ -36,8 +36,8 @@ async fn start(yaml: impl FnOnce(std::net::SocketAddr) -> String) -> Harness {
         ca.display(),
         yaml(mock.addr())
     );
-    let plan =
-        llm_keyproxy::plan::Plan::from_yaml(&text, &lookup).unwrap_or_else(|e| panic!("{e}"));
+    let plan = llm_keyproxy::config::plan::Plan::from_yaml(&text, &lookup)
+        .unwrap_or_else(|e| panic!("{e}"));
     Harness::serve_plan(mock, plan, ca).await
 }
 

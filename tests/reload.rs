@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use llm_keyproxy::plan::Plan;
+use llm_keyproxy::config::plan::Plan;
 use llm_keyproxy::{run, Bound, Shared};
 use mock_upstream::{MockConfig, MockUpstream};
 

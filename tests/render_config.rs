@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use llm_keyproxy::awf::{render_config, Rendered};
-use llm_keyproxy::plan::{Credential, Plan, ProviderPlan, RateLimitPlan};
+use llm_keyproxy::awf::render::{render_config, Rendered};
+use llm_keyproxy::config::plan::{Credential, Plan, ProviderPlan, RateLimitPlan};
 
 const CANARY: &str = "sk-KPCANARY0a1b2c3d4e5f6789";
 const KEY_VARS: [&str; 5] = [
@@ -648,8 +648,8 @@ async fn rendered_admin_is_loopback_and_the_health_command_passes_against_it() {
     let (rendered, _) = render(None, &[("OPENAI_API_KEY", CANARY)]);
     assert!(rendered.yaml.contains("admin:\n  listen: 127.0.0.1:9901\n"));
     assert_eq!(
-        llm_keyproxy::health::DEFAULT_URL,
-        format!("http://{}/ready", llm_keyproxy::awf::ADMIN_LISTEN)
+        llm_keyproxy::awf::probe::DEFAULT_URL,
+        format!("http://{}/ready", llm_keyproxy::awf::render::ADMIN_LISTEN)
     );
 
     let mut yaml = rendered.yaml.replace("127.0.0.1:9901", "127.0.0.1:0");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use llm_keyproxy::plan::TlsPlan;
+use llm_keyproxy::config::plan::TlsPlan;
 use llm_keyproxy::upstream::{tls_config, Connector};
 use mock_upstream::{MockConfig, MockUpstream};
 use rustls::pki_types::{pem::PemObject, CertificateDer};

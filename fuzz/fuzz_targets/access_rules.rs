@@ -9,7 +9,7 @@
 
 use http::Method;
 use libfuzzer_sys::fuzz_target;
-use llm_keyproxy::access::{allowed, check_allowed, model_allowed, normalise, AllowRule};
+use llm_keyproxy::policy::access::{allowed, check_allowed, model_allowed, normalise, AllowRule};
 
 const METHODS: [Method; 4] = [Method::GET, Method::POST, Method::DELETE, Method::PUT];
 /// The model matcher backtracks (time grows with the model length to the power of the number of

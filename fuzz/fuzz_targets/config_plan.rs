@@ -12,8 +12,8 @@
 
 use http::header::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use llm_keyproxy::headers::{is_hop_by_hop, set_by_proxy, to_upstream};
-use llm_keyproxy::plan::{Credential, Plan};
+use llm_keyproxy::proxy::headers::{is_hop_by_hop, set_by_proxy, to_upstream};
+use llm_keyproxy::config::plan::{Credential, Plan};
 
 const PROXY_PASSWORD: &str = "pxPASS5e1b";
 const KEY: &str = fuzz_support::KEY;

@@ -12,8 +12,8 @@ use fuzz_support::{
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Uri};
 use libfuzzer_sys::fuzz_target;
-use llm_keyproxy::headers::{request_id, to_client, to_upstream, X_REQUEST_ID};
-use llm_keyproxy::provider::ANTHROPIC_VERSION;
+use llm_keyproxy::proxy::headers::{request_id, to_client, to_upstream, X_REQUEST_ID};
+use llm_keyproxy::config::presets::ANTHROPIC_VERSION;
 use llm_keyproxy::proxy::check_target;
 
 /// Never forwarded in either direction (RFC 9110 section 7.6.1).

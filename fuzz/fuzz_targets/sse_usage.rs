@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use libfuzzer_sys::fuzz_target;
-use llm_keyproxy::usage::{decode_and_read, Finished, Format, SseScanner, Usage, UsageTap};
+use llm_keyproxy::telemetry::usage::{decode_and_read, Finished, Format, SseScanner, Usage, UsageTap};
 
 fn scan<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> Usage {
     let mut usage = Usage::default();

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llm_keyproxy::upstream_proxy::{no_proxy_matches, redact_url, ProxyTarget};
+use llm_keyproxy::config::egress::{no_proxy_matches, redact_url, ProxyTarget};
 
 const HEAD: &str = "PWhead9q";
 const TAIL: &str = "PWtail7z";

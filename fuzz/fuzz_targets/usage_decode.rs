@@ -9,7 +9,7 @@ use std::io::Write;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use llm_keyproxy::usage::{decode_and_read, Encoding, Format};
+use llm_keyproxy::telemetry::usage::{decode_and_read, Encoding, Format};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use libfuzzer_sys::fuzz_target;
-use llm_keyproxy::usage::{decode_and_read, Finished, Format, Usage, UsageTap};
+use llm_keyproxy::telemetry::usage::{decode_and_read, Finished, Format, Usage, UsageTap};
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {

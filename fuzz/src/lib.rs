@@ -8,9 +8,9 @@ use std::sync::OnceLock;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use llm_keyproxy::headers::upstream_path;
-use llm_keyproxy::plan::{Credential, Plan, ProviderPlan};
-use llm_keyproxy::usage::Usage;
+use llm_keyproxy::proxy::headers::upstream_path;
+use llm_keyproxy::config::plan::{Credential, Plan, ProviderPlan};
+use llm_keyproxy::telemetry::usage::Usage;
 
 /// The key every `env:` reference of the fixed plan resolves to. Long and odd enough that no
 /// message can contain it by accident.

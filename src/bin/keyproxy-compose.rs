@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use llm_keyproxy::compose::{self, Image, Options, Refusal, Subnet};
+use llm_keyproxy::awf::compose::{self, Image, Options, Refusal, Subnet};
 
 const EXIT_USAGE: u8 = 64;
 

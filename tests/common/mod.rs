@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use llm_keyproxy::plan::Plan;
+use llm_keyproxy::config::plan::Plan;
 use llm_keyproxy::{run, Bound, Shared};
 use mock_upstream::{MockConfig, MockUpstream};
 use tokio::sync::oneshot;
@@ -50,9 +50,11 @@ pub fn init_logs() {
     INIT.get_or_init(|| {
         let file = std::fs::File::create(log_path()).unwrap();
         let writer = FileWriter(Arc::new(Mutex::new(file)));
-        llm_keyproxy::logging::init(llm_keyproxy::logging::LogFormat::Json, "debug", move || {
-            writer.clone()
-        })
+        llm_keyproxy::telemetry::logging::init(
+            llm_keyproxy::telemetry::logging::LogFormat::Json,
+            "debug",
+            move || writer.clone(),
+        )
         .unwrap();
     });
 }

@@ -74,7 +74,7 @@ impl Usage {
                 .or_else(|| v.get("response").and_then(|m| m.get("model")))
                 .and_then(Value::as_str);
             if let Some(m) = model {
-                self.model = Some(crate::logging::sanitize(m, 100).into_owned());
+                self.model = Some(crate::telemetry::logging::sanitize(m, 100).into_owned());
             }
         }
     }
@@ -130,7 +130,7 @@ impl Usage {
                 .or_else(|| nested.iter().find_map(|n| n.model))
                 .and_then(|r| serde_json::from_str::<Cow<'_, str>>(r.get()).ok());
             if let Some(m) = model {
-                self.model = Some(crate::logging::sanitize(&m, 100).into_owned());
+                self.model = Some(crate::telemetry::logging::sanitize(&m, 100).into_owned());
             }
         }
     }

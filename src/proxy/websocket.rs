@@ -18,9 +18,9 @@ use hyper::service::Service;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
-use crate::body::ProxyBody;
-use crate::error::ProxyError;
-use crate::headers;
+use crate::proxy::body::ProxyBody;
+use crate::proxy::error::ProxyError;
+use crate::proxy::headers;
 use crate::proxy::{Active, RequestInfo, Route};
 
 /// Put in every request's extensions by the listener: tells a tunnel when to end.

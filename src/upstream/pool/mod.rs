@@ -32,9 +32,9 @@ use http::{HeaderValue, Request, Response};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use crate::body::RequestBody;
-use crate::metrics::PoolMetrics;
-use crate::plan::{Limits, ProviderPlan};
+use crate::config::plan::{Limits, ProviderPlan};
+use crate::proxy::body::RequestBody;
+use crate::telemetry::metrics::PoolMetrics;
 use crate::upstream::{ConnectError, Connector};
 use body::Replay;
 

@@ -280,7 +280,12 @@ impl Metrics {
     }
 
     /// Publishes a budget's current spend.
-    pub fn budget_spent(&self, scope: &'static str, name: &str, spent: crate::budget::Spent) {
+    pub fn budget_spent(
+        &self,
+        scope: &'static str,
+        name: &str,
+        spent: crate::policy::budget::Spent,
+    ) {
         for (window, v) in [
             ("minute", spent.last_minute),
             ("hour", spent.last_hour),

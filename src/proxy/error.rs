@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::body::ProxyBody;
-use crate::logging::sanitize;
+use crate::proxy::body::ProxyBody;
+use crate::telemetry::logging::sanitize;
 
 /// Where an error came from decides 4xx (the client's request) or 5xx (upstream, us).
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub enum ProxyError {
     /// The process is draining.
     ShuttingDown,
     /// A configured rate limit is reached.
-    RateLimited(crate::ratelimit::Limited),
+    RateLimited(crate::policy::ratelimit::Limited),
     /// `callers:` is configured and the request presented no matching token.
     UnauthorizedCaller,
     /// The method, path or model is not on the provider's allow-list.
@@ -38,7 +38,7 @@ pub enum ProxyError {
     /// A token budget is spent; `scope` names it (`provider openai`, `caller agent`).
     BudgetExhausted {
         scope: String,
-        spent: crate::budget::Exhausted,
+        spent: crate::policy::budget::Exhausted,
     },
 }
 
@@ -163,7 +163,10 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        h.insert(crate::headers::X_REQUEST_ID.clone(), request_id.clone());
+        h.insert(
+            crate::proxy::headers::X_REQUEST_ID.clone(),
+            request_id.clone(),
+        );
         match &self {
             ProxyError::ShuttingDown => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::body::ProxyBody;
-use crate::Shared;
+use crate::proxy::body::ProxyBody;
+use crate::server::Shared;
 
 /// The hyper service of the admin listener.
 pub async fn handle(

@@ -13,8 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::pool::UpstreamBody;
-use crate::usage::UsageTap;
+use crate::telemetry::usage::UsageTap;
+use crate::upstream::pool::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -12,10 +12,10 @@ use std::thread::JoinHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admission::Admission;
-use crate::listener::{self, DrainHandle};
-use crate::plan::Limits;
+use crate::config::plan::Limits;
 use crate::proxy::{self, Route};
+use crate::server::admission::Admission;
+use crate::server::listener::{self, DrainHandle};
 
 /// Threads each worker may start for blocking work (decompressing a response to read its token
 /// usage): a few, so threads stay well inside a container's pids limit on a many-core host.

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use tokio::time::Instant;
 
-use crate::plan::RateLimitPlan;
+use crate::config::plan::RateLimitPlan;
 
 const SLOTS: usize = 60;
 

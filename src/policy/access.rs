@@ -6,15 +6,15 @@ use std::borrow::Cow;
 
 use http::{HeaderMap, Method};
 
+use crate::config::secret::{Secret, SecretRef, Unresolved};
 use crate::config::{Errors, Node};
-use crate::secret::{Secret, SecretRef, Unresolved};
 
 /// A caller: a name for logs and metrics, the token it presents, and an optional budget.
 #[derive(Debug, Clone)]
 pub struct CallerPlan {
     pub name: String,
     pub token: Secret,
-    pub budget: Option<crate::budget::BudgetPlan>,
+    pub budget: Option<crate::policy::budget::BudgetPlan>,
 }
 
 /// One `METHOD /path` rule; `*` matches one path segment, `**` the rest.
@@ -48,7 +48,7 @@ pub fn callers(
         };
         let budget = caller
             .get("budget")
-            .and_then(|b| crate::budget::plan(&b, errors));
+            .and_then(|b| crate::policy::budget::plan(&b, errors));
         let Some(t) = caller.get("token") else {
             errors.push(
                 &crate::config::join(&n.path, "token"),
@@ -270,7 +270,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct Caller {
     pub name: String,
     token: Secret,
-    pub budget: Option<crate::budget::TokenBudget>,
+    pub budget: Option<crate::policy::budget::TokenBudget>,
 }
 
 impl From<CallerPlan> for Caller {
@@ -278,7 +278,7 @@ impl From<CallerPlan> for Caller {
         Caller {
             name: p.name,
             token: p.token,
-            budget: p.budget.map(crate::budget::TokenBudget::new),
+            budget: p.budget.map(crate::policy::budget::TokenBudget::new),
         }
     }
 }

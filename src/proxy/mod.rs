@@ -9,6 +9,12 @@
 //! Every failure is a `ProxyError` answered as JSON and logged as `request_error`; answers that
 //! come from the upstream are logged as `request_complete` when their body ends.
 
+pub mod body;
+pub mod endpoints;
+pub mod error;
+pub mod headers;
+pub mod websocket;
+
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,17 +25,15 @@ use http::{header, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::body::{OnEnd, Outcome, ProxyBody, RequestBody, RequestStats, ResponseBody};
-use crate::error::ProxyError;
-use crate::headers;
-use crate::logging::log_path;
-use crate::metrics::ProviderMetrics;
-use crate::plan::{Credential, Limits, ProviderPlan};
-use crate::pool::{Pool, SendError, UpstreamBody};
-use crate::usage::{self, Finished, Usage, UsageTap};
-use crate::usage_file::UsageLog;
-use crate::websocket;
-use crate::Shared;
+use crate::config::plan::{Credential, Limits, ProviderPlan};
+use crate::proxy::body::{OnEnd, Outcome, ProxyBody, RequestBody, RequestStats, ResponseBody};
+use crate::proxy::error::ProxyError;
+use crate::server::Shared;
+use crate::telemetry::logging::log_path;
+use crate::telemetry::metrics::ProviderMetrics;
+use crate::telemetry::usage::{self, Finished, Usage, UsageTap};
+use crate::telemetry::usage_file::UsageLog;
+use crate::upstream::pool::{Pool, SendError, UpstreamBody};
 
 /// One provider's listener: its plan, its pooled upstream clients, and the process state.
 pub struct Route {
@@ -43,18 +47,18 @@ pub struct Route {
     /// Read token usage from responses.
     pub token_usage: bool,
     pub usage_log: Option<UsageLog>,
-    pub limiter: Option<crate::ratelimit::RateLimiter>,
+    pub limiter: Option<crate::policy::ratelimit::RateLimiter>,
     /// Every route of the process, for the AWF `/health` and `/reflect` answers.
-    pub directory: Arc<crate::endpoints::Directory>,
+    pub directory: Arc<crate::proxy::endpoints::Directory>,
     /// The upstream host, shared by every log line of this route.
     upstream_host: Arc<str>,
     provider_name: Arc<str>,
     /// The injected credential; replaced in place by a key reload.
-    pub key: crate::reload::KeySlot,
+    pub key: crate::policy::reload::KeySlot,
     /// When not empty, every request must present one of these callers' tokens.
-    pub callers: Arc<Vec<crate::access::Caller>>,
+    pub callers: Arc<Vec<crate::policy::access::Caller>>,
     /// This provider's token budget.
-    pub budget: Option<crate::budget::TokenBudget>,
+    pub budget: Option<crate::policy::budget::TokenBudget>,
     /// WebSocket (DESIGN 5.7): dedicated HTTP/1.1-only upstream connections.
     pub websocket: Option<crate::upstream::Connector>,
 }
@@ -76,12 +80,14 @@ impl Route {
             metrics,
             token_usage: true,
             usage_log: None,
-            limiter: provider.rate_limit.map(crate::ratelimit::RateLimiter::new),
+            limiter: provider
+                .rate_limit
+                .map(crate::policy::ratelimit::RateLimiter::new),
             directory: Arc::default(),
             websocket: None,
-            key: crate::reload::KeySlot::new(provider.credential.clone()),
+            key: crate::policy::reload::KeySlot::new(provider.credential.clone()),
             callers: Arc::default(),
-            budget: provider.budget.map(crate::budget::TokenBudget::new),
+            budget: provider.budget.map(crate::policy::budget::TokenBudget::new),
             provider,
         }
     }
@@ -89,7 +95,7 @@ impl Route {
     /// The upstream pool of the worker running this request.
     pub fn pool(&self) -> Option<&Pool> {
         self.pools
-            .get(crate::workers::current())
+            .get(crate::server::workers::current())
             .or_else(|| self.pools.first())
     }
 }
@@ -123,7 +129,7 @@ pub async fn handle(
     route: Arc<Route>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    if let Some(resp) = crate::endpoints::answer(&route, &req) {
+    if let Some(resp) = crate::proxy::endpoints::answer(&route, &req) {
         return Ok(resp);
     }
     let active = Active::new(&route.metrics.active_requests);
@@ -166,7 +172,7 @@ async fn forward(
         return Err(ProxyError::NotConfigured);
     }
     if let Some(rules) = &route.provider.allow {
-        crate::access::check_allowed(
+        crate::policy::access::check_allowed(
             rules,
             req.method(),
             path_and_query.path(),
@@ -203,7 +209,7 @@ async fn forward(
     let body = match &route.provider.models {
         Some(models) if !http_body::Body::is_end_stream(&body) => {
             let bytes = read_capped(body, route.limits.max_request_body).await?;
-            crate::access::check_model(models, &bytes, &route.provider.name)
+            crate::policy::access::check_model(models, &bytes, &route.provider.name)
                 .map_err(ProxyError::NotAllowed)?;
             RequestBody::buffered(bytes, stats.clone())
         }
@@ -278,7 +284,7 @@ fn check_caller<B>(route: &Route, req: &Request<B>) -> Result<Option<usize>, Pro
     if route.callers.is_empty() {
         return Ok(None);
     }
-    crate::access::identify(&route.callers, req.headers())
+    crate::policy::access::identify(&route.callers, req.headers())
         .map(Some)
         .ok_or(ProxyError::UnauthorizedCaller)
 }
@@ -556,7 +562,8 @@ impl Completion {
 fn log_error(route: &Route, info: &RequestInfo, err: &ProxyError) {
     let status = err.status().as_u16();
     let message = err.message(&route.provider.name);
-    let message = crate::logging::sanitize(&message, crate::logging::MAX_LOGGED_CHARS);
+    let message =
+        crate::telemetry::logging::sanitize(&message, crate::telemetry::logging::MAX_LOGGED_CHARS);
     tracing::warn!(
         event = "request_error",
         request_id = info.request_id.to_str().unwrap_or(""),

@@ -8,9 +8,9 @@
 use http::header::{HeaderName, HOST};
 use serde::{Serialize, Serializer};
 
-use crate::logging::sanitize;
-use crate::provider::{self, Preset};
-use crate::upstream_proxy::ProxyTarget;
+use crate::config::egress::ProxyTarget;
+use crate::config::presets::{self, Preset};
+use crate::telemetry::logging::sanitize;
 
 /// Loopback only: the image's healthcheck (`llm-keyproxy health`) probes it from inside the
 /// container, and the agent on the AWF network has no business with `/metrics` or with
@@ -267,7 +267,7 @@ fn provider(
     rate_limit: Option<RateLimit>,
     warnings: &mut Vec<String>,
 ) -> Result<Provider, Vec<String>> {
-    let preset = provider::preset(awf.preset)
+    let preset = presets::preset(awf.preset)
         .ok_or_else(|| vec![format!("no preset named {}", awf.preset)])?;
     let (default_host, default_base) = split_upstream(preset.upstream);
     let mut errors = Vec::new();
@@ -348,7 +348,7 @@ fn provider(
 /// sidecar; `None` when that is what the preset does anyway.
 fn auth(name: &str, header: &str, preset: &Preset) -> Result<Option<Auth>, String> {
     match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
-        Ok(h) if !crate::headers::is_hop_by_hop(&h) && h != HOST => {
+        Ok(h) if !crate::proxy::headers::is_hop_by_hop(&h) && h != HOST => {
             let same = h.as_str() == preset.auth_header && preset.auth_prefix.is_empty();
             Ok((!same).then(|| Auth {
                 header: h.as_str().to_owned(),

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::body::ProxyBody;
-use crate::plan::Credential;
+use crate::config::plan::Credential;
+use crate::proxy::body::ProxyBody;
 use crate::proxy::Route;
 
 /// Every route of the process, filled in once all listeners are bound. Weak references: a

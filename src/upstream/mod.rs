@@ -1,6 +1,8 @@
 //! Upstream connections: TCP (direct or through a CONNECT tunnel), TLS with SNI and ALPN
 //! (h2, then http/1.1); connect errors named for the client. `pool` keeps and reuses them.
 
+pub mod pool;
+
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,9 +17,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::metrics::ProviderMetrics;
-use crate::plan::{Limits, ProviderPlan, TlsPlan};
-use crate::upstream_proxy::ProxyTarget;
+use crate::config::egress::ProxyTarget;
+use crate::config::plan::{Limits, ProviderPlan, TlsPlan};
+use crate::telemetry::metrics::ProviderMetrics;
 
 /// Longest CONNECT response head accepted from a forward proxy.
 const MAX_CONNECT_RESPONSE: usize = 8 * 1024;

@@ -12,10 +12,10 @@ use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Uri};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 
+use crate::config::egress::ProxyTarget;
+use crate::config::presets::{self, Extras};
+use crate::config::secret::{SecretRef, Unresolved};
 use crate::config::{self, show_duration, show_size, Errors, Node};
-use crate::provider::{self, Extras};
-use crate::secret::{SecretRef, Unresolved};
-use crate::upstream_proxy::ProxyTarget;
 
 /// Everything the proxy needs to run, validated.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub struct Plan {
     pub observability: Observability,
     pub providers: Vec<ProviderPlan>,
     /// When not empty, every proxied request must present one of these tokens.
-    pub callers: Vec<crate::access::CallerPlan>,
+    pub callers: Vec<crate::policy::access::CallerPlan>,
     /// Where the plan came from, so a key reload can read it again.
     pub source: PlanSource,
 }
@@ -193,11 +193,11 @@ pub struct ProviderPlan {
     /// Sliding-window request limits; `None` = unlimited.
     pub rate_limit: Option<RateLimitPlan>,
     /// `METHOD /path` rules; `None` = everything allowed.
-    pub allow: Option<Vec<crate::access::AllowRule>>,
+    pub allow: Option<Vec<crate::policy::access::AllowRule>>,
     /// Model patterns the JSON body's `model` must match; `None` = any.
     pub models: Option<Vec<String>>,
     /// Token budget of this provider.
-    pub budget: Option<crate::budget::BudgetPlan>,
+    pub budget: Option<crate::policy::budget::BudgetPlan>,
 }
 
 /// Per-provider limits over sliding windows (each optional).
@@ -222,7 +222,9 @@ pub enum Credential {
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Credential::Configured { name, .. } => write!(f, "{name}: {}", crate::secret::REDACTED),
+            Credential::Configured { name, .. } => {
+                write!(f, "{name}: {}", crate::config::secret::REDACTED)
+            }
             Credential::Missing(why) => write!(f, "missing ({why})"),
         }
     }
@@ -368,7 +370,7 @@ impl Plan {
             out,
             "workers: {}",
             l.workers.map_or_else(
-                || format!("{} (one per CPU)", crate::workers::default_count()),
+                || format!("{} (one per CPU)", crate::server::workers::default_count()),
                 |n| n.to_string()
             ),
         );
@@ -400,7 +402,11 @@ impl Plan {
             );
             let cred = match &p.credential {
                 Credential::Configured { name, .. } => {
-                    format!("{name}: {} from {}", crate::secret::REDACTED, p.key_ref)
+                    format!(
+                        "{name}: {} from {}",
+                        crate::config::secret::REDACTED,
+                        p.key_ref
+                    )
                 }
                 Credential::Missing(why) => {
                     format!("NOT CONFIGURED ({why}): requests get 403 provider_not_configured")
@@ -452,7 +458,7 @@ fn build(
 
     let callers = top
         .get("callers")
-        .map(|n| crate::access::callers(&n, lookup, errors))
+        .map(|n| crate::policy::access::callers(&n, lookup, errors))
         .unwrap_or_default();
     let upstream_proxy = top.get("upstream_proxy").and_then(|n| {
         let s = n.string(errors)?;
@@ -787,12 +793,12 @@ fn provider(
         );
     }
     let map = node.map(PROVIDER_KEYS, errors)?;
-    let mut preset = provider::preset(name);
+    let mut preset = presets::preset(name);
     if let Some(n) = map.get("preset") {
         if let Some(p) = n.string(errors) {
-            preset = provider::preset(p);
+            preset = presets::preset(p);
             if preset.is_none() {
-                let names: Vec<_> = provider::PRESETS.iter().map(|p| p.name).collect();
+                let names: Vec<_> = presets::PRESETS.iter().map(|p| p.name).collect();
                 errors.push(
                     &n.path,
                     format!("unknown preset `{p}`; presets are {}", names.join(", ")),
@@ -857,11 +863,13 @@ fn provider(
     let rate_limit = map.get("rate_limit").and_then(|n| rate_limit(&n, errors));
     let allow = map
         .get("allow")
-        .map(|n| crate::access::allow_rules(&n, errors));
-    let models = map.get("models").map(|n| crate::access::models(&n, errors));
+        .map(|n| crate::policy::access::allow_rules(&n, errors));
+    let models = map
+        .get("models")
+        .map(|n| crate::policy::access::models(&n, errors));
     let budget = map
         .get("budget")
-        .and_then(|n| crate::budget::plan(&n, errors));
+        .and_then(|n| crate::policy::budget::plan(&n, errors));
     let key_ref = match map.get("api_key") {
         Some(n) => n.string(errors).and_then(|s| {
             SecretRef::parse(s)
@@ -928,7 +936,7 @@ fn provider(
 
 fn auth(
     map: &config::Map,
-    preset: Option<&provider::Preset>,
+    preset: Option<&presets::Preset>,
     path: &str,
     errors: &mut Errors,
 ) -> Option<(HeaderName, String)> {
@@ -961,7 +969,8 @@ fn auth(
     };
     match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
         Ok(name)
-            if !crate::headers::is_hop_by_hop(&name) && !crate::headers::set_by_proxy(&name) =>
+            if !crate::proxy::headers::is_hop_by_hop(&name)
+                && !crate::proxy::headers::set_by_proxy(&name) =>
         {
             Some((name, prefix))
         }

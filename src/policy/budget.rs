@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{Errors, Node};
-use crate::ratelimit::Ring;
+use crate::policy::ratelimit::Ring;
 
 /// Limits of one budget (each optional).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

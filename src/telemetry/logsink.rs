@@ -108,7 +108,7 @@ fn write_batches(inner: &Inner, mut out: impl Write) {
         if dropped > 0 {
             let mut line = String::with_capacity(128);
             line.push_str("{\"timestamp\":\"");
-            crate::logline::push_timestamp(&mut line, SystemTime::now());
+            crate::telemetry::logline::push_timestamp(&mut line, SystemTime::now());
             line.push_str(&format!(
                 "\",\"level\":\"WARN\",\"event\":\"log_lines_dropped\",\"count\":{dropped}}}\n"
             ));

@@ -24,7 +24,7 @@ pub const DEFAULT_PROXY_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 30);
 pub const DEFAULT_SQUID_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 10);
 pub const DEFAULT_SQUID_PORT: u16 = 3128;
 pub const DEFAULT_AGENT_SERVICE: &str = "agent";
-pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = crate::awf::DEFAULT_SHUTDOWN_TIMEOUT_MS;
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = crate::awf::render::DEFAULT_SHUTDOWN_TIMEOUT_MS;
 /// The image name under a registry, as AWF lays it out (`<registry>/api-proxy:<tag>`).
 pub const IMAGE_NAME: &str = "api-proxy";
 /// The Dockerfile, relative to the build context (the repository root).
@@ -415,7 +415,7 @@ pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<St
         ("no_proxy".to_owned(), agent_no_proxy),
     ];
     for route in &routes {
-        let port = crate::provider::preset(route.preset)
+        let port = crate::config::presets::preset(route.preset)
             .map(|p| p.awf_port)
             .ok_or_else(|| Refusal::Invalid(vec![format!("no preset named {}", route.preset)]))?;
         let url = format!("http://{}:{port}", opts.proxy_ip);
@@ -662,9 +662,9 @@ mod tests {
     /// The key variables here are the ones `render-config` refers to, port for port.
     #[test]
     fn routes_match_the_awf_contract() {
-        let rendered = crate::awf::render_config(&no_env).unwrap().yaml;
+        let rendered = crate::awf::render::render_config(&no_env).unwrap().yaml;
         for route in &ROUTES {
-            let preset = crate::provider::preset(route.preset).unwrap();
+            let preset = crate::config::presets::preset(route.preset).unwrap();
             let listen = format!("listen: 0.0.0.0:{}", preset.awf_port);
             let key = format!("api_key: env:{}", route.key_var);
             let at = rendered.find(&listen).unwrap_or_else(|| panic!("{listen}"));

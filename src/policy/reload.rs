@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
 
-use crate::plan::{Credential, PlanSource};
+use crate::config::plan::{Credential, PlanSource};
+use crate::config::secret::SecretRef;
 use crate::proxy::Route;
-use crate::secret::SecretRef;
 
 /// How often `file:` secrets are checked for changes.
 pub const DEFAULT_SECRET_POLL: Duration = Duration::from_secs(2);

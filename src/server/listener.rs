@@ -25,9 +25,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::admission::{Admission, Load, Refusals};
-use crate::body::{BoxError, ProxyBody};
-use crate::plan::Limits;
+use crate::config::plan::Limits;
+use crate::proxy::body::{BoxError, ProxyBody};
+use crate::server::admission::{Admission, Load, Refusals};
 
 /// A socket could not be bound; names the listener.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +199,8 @@ pub async fn serve<S, F>(
         };
         let _ = stream.set_nodelay(true);
         // WebSocket (DESIGN 5.7): upgrades allowed; tunnels learn of shutdown via `Shutdown`.
-        let service = crate::websocket::WithShutdown::new(make_service(), drain.signal.clone());
+        let service =
+            crate::proxy::websocket::WithShutdown::new(make_service(), drain.signal.clone());
         let service = Tracked {
             inner: service,
             load,

@@ -4,8 +4,8 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::plan::{Credential, ProviderPlan};
-use crate::provider::ANTHROPIC_VERSION;
+use crate::config::plan::{Credential, ProviderPlan};
+use crate::config::presets::ANTHROPIC_VERSION;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
@@ -221,7 +221,7 @@ fn percent_decoded(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Plan;
+    use crate::config::plan::Plan;
 
     fn plan(yaml: &str) -> Plan {
         let lookup = |k: &str| (k == "KEY").then(|| "sk-test".to_string());

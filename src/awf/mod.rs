@@ -1,0 +1,6 @@
+//! AWF (the Agentic Workflow Firewall) integration: the config rendered from its environment,
+//! the docker-compose fragment, and the health probe its image runs.
+
+pub mod compose;
+pub mod probe;
+pub mod render;

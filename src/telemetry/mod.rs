@@ -1,0 +1,9 @@
+//! What the proxy tells its operators: the metrics registry, JSON log lines and their batched
+//! writer, token usage read from responses, and the usage file.
+
+pub mod logging;
+pub mod logline;
+pub mod logsink;
+pub mod metrics;
+pub mod usage;
+pub mod usage_file;
