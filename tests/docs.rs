@@ -1,7 +1,7 @@
 //! The observability docs stay true to the code.
 //!
 //! - `docs/grafana-dashboard.json` queries only metrics that exist (names read from the
-//!   `pub const NAME: &str = "...";` lines of `src/metrics.rs`, types from the registry's own
+//!   `pub const NAME: &str = "...";` lines of `src/telemetry/metrics.rs`, types from the registry's own
 //!   exposition), with labels they have, and has every panel it promises.
 //! - `docs/observability.md` names every metric as Prometheus shows it, with its type, every
 //!   bounded label value, the histogram buckets, every log event, every field of
@@ -18,9 +18,9 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// `(NAME, value)` of every `pub const NAME: &str = "value";` line in `src/metrics.rs`.
+/// `(NAME, value)` of every `pub const NAME: &str = "value";` line in `src/telemetry/metrics.rs`.
 fn str_consts() -> Vec<(String, String)> {
-    read("src/metrics.rs")
+    read("src/telemetry/metrics.rs")
         .lines()
         .filter_map(|line| {
             let rest = line.trim().strip_prefix("pub const ")?;
@@ -39,7 +39,7 @@ fn families() -> Vec<(String, String)> {
         .iter()
         .find(|(name, _)| name == "PREFIX")
         .map(|(_, v)| v.clone())
-        .expect("src/metrics.rs has `pub const PREFIX: &str`");
+        .expect("src/telemetry/metrics.rs has `pub const PREFIX: &str`");
     assert_eq!(prefix, metrics::PREFIX);
     let families: Vec<_> = consts
         .into_iter()
@@ -48,7 +48,7 @@ fn families() -> Vec<(String, String)> {
         .collect();
     assert!(
         families.len() >= 10,
-        "too few metric consts parsed from src/metrics.rs: {families:?}"
+        "too few metric consts parsed from src/telemetry/metrics.rs: {families:?}"
     );
     families
 }
@@ -167,7 +167,7 @@ fn typed_families(e: &Exposition) -> Vec<(String, String)> {
     let registered: BTreeSet<_> = e.types.keys().cloned().collect();
     assert_eq!(
         from_consts, registered,
-        "metric consts in src/metrics.rs and registered families differ"
+        "metric consts in src/telemetry/metrics.rs and registered families differ"
     );
     fams.into_iter()
         .map(|(_, f)| {
@@ -607,7 +607,7 @@ fn all_events() -> BTreeSet<String> {
 fn usage_keys(proxy: &str) -> BTreeSet<String> {
     let start = proxy
         .find("serde_json::json!({")
-        .expect("the usage line in src/proxy.rs");
+        .expect("the usage line in src/proxy/completion.rs");
     let body = &proxy[start..];
     let body = &body[..body.find("})").expect("end of json!")];
     body.lines()
@@ -683,7 +683,7 @@ fn observability_doc_names_every_metric_label_event_and_field() {
             "the doc never names the event `{event}`"
         );
     }
-    let proxy = read("src/proxy.rs");
+    let proxy = read("src/proxy/completion.rs");
     let mut fields = BTreeMap::new();
     for event in ["request_complete", "request_error"] {
         let f = event_fields(event);

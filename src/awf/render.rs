@@ -348,7 +348,7 @@ fn provider(
 /// sidecar; `None` when that is what the preset does anyway.
 fn auth(name: &str, header: &str, preset: &Preset) -> Result<Option<Auth>, String> {
     match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
-        Ok(h) if !crate::proxy::headers::is_hop_by_hop(&h) && h != HOST => {
+        Ok(h) if !crate::config::is_hop_by_hop(&h) && h != HOST => {
             let same = h.as_str() == preset.auth_header && preset.auth_prefix.is_empty();
             Ok((!same).then(|| Auth {
                 header: h.as_str().to_owned(),

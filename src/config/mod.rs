@@ -5,12 +5,14 @@
 
 pub mod egress;
 pub mod plan;
+pub mod policy;
 pub mod presets;
 pub mod secret;
 
 use std::fmt;
 use std::time::Duration;
 
+use http::header::HeaderName;
 use serde_yaml_ng::Value;
 
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
@@ -68,6 +70,40 @@ pub const DEFAULT_UPSTREAM_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_UPSTREAM_PING_INTERVAL: Duration = Duration::from_secs(30);
 /// How long an upstream PING may go unanswered before the connection is dropped.
 pub const DEFAULT_UPSTREAM_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded in either direction.
+pub const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers the proxy writes itself (or the HTTP layer owns), which therefore cannot carry the
+/// key: an `auth.header` among them would be overwritten or break framing.
+pub fn set_by_proxy(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "x-request-id"
+            | "anthropic-version"
+            | "x-initiator"
+            | "content-length"
+            | "content-type"
+    )
+}
+
+/// True for the fixed hop-by-hop headers (not counting those a `Connection` header names).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || name.as_str().starts_with("proxy-")
+}
+
+/// The number of workers when `limits.workers` is not set: the CPUs this process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// One problem in the config: where it is and what to change.
 #[derive(Clone, Debug, PartialEq, Eq)]

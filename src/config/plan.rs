@@ -30,7 +30,7 @@ pub struct Plan {
     pub observability: Observability,
     pub providers: Vec<ProviderPlan>,
     /// When not empty, every proxied request must present one of these tokens.
-    pub callers: Vec<crate::policy::access::CallerPlan>,
+    pub callers: Vec<crate::config::policy::CallerPlan>,
     /// Where the plan came from, so a key reload can read it again.
     pub source: PlanSource,
 }
@@ -193,11 +193,11 @@ pub struct ProviderPlan {
     /// Sliding-window request limits; `None` = unlimited.
     pub rate_limit: Option<RateLimitPlan>,
     /// `METHOD /path` rules; `None` = everything allowed.
-    pub allow: Option<Vec<crate::policy::access::AllowRule>>,
+    pub allow: Option<Vec<crate::config::policy::AllowRule>>,
     /// Model patterns the JSON body's `model` must match; `None` = any.
     pub models: Option<Vec<String>>,
     /// Token budget of this provider.
-    pub budget: Option<crate::policy::budget::BudgetPlan>,
+    pub budget: Option<crate::config::policy::BudgetPlan>,
 }
 
 /// Per-provider limits over sliding windows (each optional).
@@ -370,7 +370,7 @@ impl Plan {
             out,
             "workers: {}",
             l.workers.map_or_else(
-                || format!("{} (one per CPU)", crate::server::workers::default_count()),
+                || format!("{} (one per CPU)", crate::config::default_workers()),
                 |n| n.to_string()
             ),
         );
@@ -458,7 +458,7 @@ fn build(
 
     let callers = top
         .get("callers")
-        .map(|n| crate::policy::access::callers(&n, lookup, errors))
+        .map(|n| crate::config::policy::callers(&n, lookup, errors))
         .unwrap_or_default();
     let upstream_proxy = top.get("upstream_proxy").and_then(|n| {
         let s = n.string(errors)?;
@@ -863,13 +863,13 @@ fn provider(
     let rate_limit = map.get("rate_limit").and_then(|n| rate_limit(&n, errors));
     let allow = map
         .get("allow")
-        .map(|n| crate::policy::access::allow_rules(&n, errors));
+        .map(|n| crate::config::policy::allow_rules(&n, errors));
     let models = map
         .get("models")
-        .map(|n| crate::policy::access::models(&n, errors));
+        .map(|n| crate::config::policy::models(&n, errors));
     let budget = map
         .get("budget")
-        .and_then(|n| crate::policy::budget::plan(&n, errors));
+        .and_then(|n| crate::config::policy::budget_plan(&n, errors));
     let key_ref = match map.get("api_key") {
         Some(n) => n.string(errors).and_then(|s| {
             SecretRef::parse(s)
@@ -968,10 +968,7 @@ fn auth(
         return None;
     };
     match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
-        Ok(name)
-            if !crate::proxy::headers::is_hop_by_hop(&name)
-                && !crate::proxy::headers::set_by_proxy(&name) =>
-        {
+        Ok(name) if !crate::config::is_hop_by_hop(&name) && !crate::config::set_by_proxy(&name) => {
             Some((name, prefix))
         }
         _ => {

@@ -9,33 +9,9 @@ use std::sync::Mutex;
 
 use tokio::time::Instant;
 
-use crate::config::{Errors, Node};
 use crate::policy::ratelimit::Ring;
 
-/// Limits of one budget (each optional).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct BudgetPlan {
-    pub tokens_per_minute: Option<u64>,
-    pub tokens_per_hour: Option<u64>,
-    pub tokens_total: Option<u64>,
-}
-
-/// Parses `budget: {tokens_per_minute, tokens_per_hour, tokens_total}`.
-pub fn plan(node: &Node, errors: &mut Errors) -> Option<BudgetPlan> {
-    let map = node.map(
-        &["tokens_per_minute", "tokens_per_hour", "tokens_total"],
-        errors,
-    )?;
-    let count = |key: &str, errors: &mut Errors| {
-        map.get(key)
-            .and_then(|n| n.positive_count(" of tokens", errors))
-    };
-    Some(BudgetPlan {
-        tokens_per_minute: count("tokens_per_minute", errors),
-        tokens_per_hour: count("tokens_per_hour", errors),
-        tokens_total: count("tokens_total", errors),
-    })
-}
+pub use crate::config::policy::BudgetPlan;
 
 /// Why a budget refuses: which window, its limit, and when it frees up (never for `total`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,6 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::plan::{Credential, PlanSource};
 use crate::config::secret::SecretRef;
-use crate::proxy::Route;
 
 /// How often `file:` secrets are checked for changes.
 pub const DEFAULT_SECRET_POLL: Duration = Duration::from_secs(2);
@@ -58,6 +57,15 @@ fn same(a: &Credential, b: &Credential) -> bool {
     }
 }
 
+/// One provider's key as a reload sees it: its name, where the key comes from, and the slot
+/// the request path reads it from.
+#[derive(Clone)]
+pub struct Keyed {
+    pub name: String,
+    pub key_ref: SecretRef,
+    pub slot: Arc<KeySlot>,
+}
+
 /// What one reload did, for logs and tests.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -69,7 +77,7 @@ pub struct Outcome {
 /// Reads the plan's source again and swaps every provider's key that changed.
 pub fn reload(
     source: &PlanSource,
-    routes: &[Arc<Route>],
+    keys: &[Keyed],
     lookup: &dyn Fn(&str) -> Option<String>,
     why: &str,
 ) -> Outcome {
@@ -88,8 +96,8 @@ pub fn reload(
             return outcome;
         }
     };
-    for route in routes {
-        let name = route.provider.name.as_str();
+    for keyed in keys {
+        let name = keyed.name.as_str();
         let Some(next) = fresh.providers.iter().find(|p| p.name == name) else {
             tracing::warn!(
                 event = "reload_kept_key",
@@ -99,7 +107,7 @@ pub fn reload(
             outcome.kept.push(name.to_owned());
             continue;
         };
-        let current = route.key.get();
+        let current = keyed.slot.get();
         match &next.credential {
             Credential::Missing(reason) => {
                 if matches!(current, Credential::Configured { .. }) {
@@ -112,7 +120,7 @@ pub fn reload(
                 }
             }
             fresh_key if !same(&current, fresh_key) => {
-                route.key.set(fresh_key.clone());
+                keyed.slot.set(fresh_key.clone());
                 tracing::info!(event = "key_reloaded", provider = name, trigger = why);
                 outcome.changed.push(name.to_owned());
             }
@@ -123,10 +131,9 @@ pub fn reload(
 }
 
 /// Modification time and length of every `file:` secret, to notice rotation.
-fn fingerprint(routes: &[Arc<Route>]) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
-    routes
-        .iter()
-        .filter_map(|r| match &r.provider.key_ref {
+fn fingerprint(keys: &[Keyed]) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+    keys.iter()
+        .filter_map(|k| match &k.key_ref {
             SecretRef::File(path) => {
                 let meta = std::fs::metadata(path)
                     .ok()
@@ -141,25 +148,25 @@ fn fingerprint(routes: &[Arc<Route>]) -> Vec<(PathBuf, Option<(SystemTime, u64)>
 /// Reloads on `trigger` and when a `file:` secret changes, until `stop` turns true.
 pub async fn watch(
     source: PlanSource,
-    routes: Vec<Arc<Route>>,
+    keys: Vec<Keyed>,
     trigger: Arc<Notify>,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let env = |name: &str| std::env::var(name).ok();
-    let mut seen = fingerprint(&routes);
+    let mut seen = fingerprint(&keys);
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = trigger.notified() => {
-                reload(&source, &routes, &env, "signal");
-                seen = fingerprint(&routes);
+                reload(&source, &keys, &env, "signal");
+                seen = fingerprint(&keys);
             }
             _ = tokio::time::sleep(poll) => {
-                let now = fingerprint(&routes);
+                let now = fingerprint(&keys);
                 if now != seen {
                     seen = now;
-                    reload(&source, &routes, &env, "file_changed");
+                    reload(&source, &keys, &env, "file_changed");
                 }
             }
         }

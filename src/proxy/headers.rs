@@ -11,34 +11,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
 static X_INITIATOR: HeaderName = HeaderName::from_static("x-initiator");
 
-/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded in either direction.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Headers the proxy writes itself (or the HTTP layer owns), which therefore cannot carry the
-/// key: an `auth.header` among them would be overwritten or break framing.
-pub fn set_by_proxy(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "host"
-            | "x-request-id"
-            | "anthropic-version"
-            | "x-initiator"
-            | "content-length"
-            | "content-type"
-    )
-}
-
-/// True for the fixed hop-by-hop headers (not counting those a `Connection` header names).
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || name.as_str().starts_with("proxy-")
-}
+pub use crate::config::{is_hop_by_hop, set_by_proxy, HOP_BY_HOP};
 
 /// Request headers never forwarded upstream: credentials, forwarding and hop-by-hop ones.
 fn not_for_upstream(name: &str) -> bool {

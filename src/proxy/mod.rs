@@ -10,10 +10,14 @@
 //! come from the upstream are logged as `request_complete` when their body ends.
 
 pub mod body;
+mod completion;
 pub mod endpoints;
 pub mod error;
 pub mod headers;
+mod route;
 pub mod websocket;
+
+pub use route::{Common, Route};
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -25,80 +29,13 @@ use http::{header, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::config::plan::{Credential, Limits, ProviderPlan};
-use crate::proxy::body::{OnEnd, Outcome, ProxyBody, RequestBody, RequestStats, ResponseBody};
+use crate::config::plan::Credential;
+use crate::proxy::body::{ProxyBody, RequestBody, RequestStats, ResponseBody};
 use crate::proxy::error::ProxyError;
-use crate::server::Shared;
 use crate::telemetry::logging::log_path;
-use crate::telemetry::metrics::ProviderMetrics;
-use crate::telemetry::usage::{self, Finished, Usage, UsageTap};
-use crate::telemetry::usage_file::UsageLog;
-use crate::upstream::pool::{Pool, SendError, UpstreamBody};
-
-/// One provider's listener: its plan, its pooled upstream clients, and the process state.
-pub struct Route {
-    pub provider: ProviderPlan,
-    /// One upstream pool per worker (`workers.rs`), so a worker's requests use connections
-    /// that run on its own thread; the first also serves outside any worker.
-    pub pools: Vec<Pool>,
-    pub limits: Limits,
-    pub shared: Arc<Shared>,
-    pub metrics: ProviderMetrics,
-    /// Read token usage from responses.
-    pub token_usage: bool,
-    pub usage_log: Option<UsageLog>,
-    pub limiter: Option<crate::policy::ratelimit::RateLimiter>,
-    /// Every route of the process, for the AWF `/health` and `/reflect` answers.
-    pub directory: Arc<crate::proxy::endpoints::Directory>,
-    /// The upstream host, shared by every log line of this route.
-    upstream_host: Arc<str>,
-    provider_name: Arc<str>,
-    /// The injected credential; replaced in place by a key reload.
-    pub key: crate::policy::reload::KeySlot,
-    /// When not empty, every request must present one of these callers' tokens.
-    pub callers: Arc<Vec<crate::policy::access::Caller>>,
-    /// This provider's token budget.
-    pub budget: Option<crate::policy::budget::TokenBudget>,
-    /// WebSocket (DESIGN 5.7): dedicated HTTP/1.1-only upstream connections.
-    pub websocket: Option<crate::upstream::Connector>,
-}
-
-impl Route {
-    pub fn new(
-        provider: ProviderPlan,
-        pools: Vec<Pool>,
-        limits: Limits,
-        shared: Arc<Shared>,
-        metrics: ProviderMetrics,
-    ) -> Self {
-        Route {
-            upstream_host: Arc::from(provider.host.as_str()),
-            provider_name: Arc::from(provider.name.as_str()),
-            pools,
-            limits,
-            shared,
-            metrics,
-            token_usage: true,
-            usage_log: None,
-            limiter: provider
-                .rate_limit
-                .map(crate::policy::ratelimit::RateLimiter::new),
-            directory: Arc::default(),
-            websocket: None,
-            key: crate::policy::reload::KeySlot::new(provider.credential.clone()),
-            callers: Arc::default(),
-            budget: provider.budget.map(crate::policy::budget::TokenBudget::new),
-            provider,
-        }
-    }
-
-    /// The upstream pool of the worker running this request.
-    pub fn pool(&self) -> Option<&Pool> {
-        self.pools
-            .get(crate::server::workers::current())
-            .or_else(|| self.pools.first())
-    }
-}
+use crate::telemetry::usage::UsageTap;
+use crate::upstream::pool::{SendError, UpstreamBody};
+use completion::Completion;
 
 /// What every log line of one request carries.
 pub(crate) struct RequestInfo {
@@ -161,7 +98,7 @@ async fn forward(
     info: &RequestInfo,
     active: Active,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if route.shared.draining.load(Ordering::Relaxed) {
+    if route.draining.load(Ordering::Relaxed) {
         return Err(ProxyError::ShuttingDown);
     }
     let path_and_query = check_target(&req)?;
@@ -401,162 +338,6 @@ fn client_response(
     };
     let body = ResponseBody::new(body, route.limits.stream_idle_timeout, tap, Box::new(done));
     Response::from_parts(parts, ProxyBody::Upstream(body))
-}
-
-/// Records metrics, usage and the `request_complete` line when the response body is finished.
-struct Completion {
-    route: Arc<Route>,
-    request_id: HeaderValue,
-    method: Method,
-    path: String,
-    status: u16,
-    start: Instant,
-    stats: Arc<RequestStats>,
-    upstream_protocol: &'static str,
-    streamed: bool,
-    /// Request sent upstream -> response headers, in milliseconds.
-    ttfb_ms: f64,
-    /// Index into `route.callers`, when callers are configured.
-    caller: Option<usize>,
-    _active: Active,
-    _stream: Option<Active>,
-}
-
-impl OnEnd for Completion {
-    fn on_end(self: Box<Self>, outcome: Outcome, response_bytes: u64, tap: Option<UsageTap>) {
-        let m = &self.route.metrics;
-        m.request(self.status);
-        m.outcome(outcome.as_str());
-        if outcome == Outcome::UpstreamAborted {
-            m.upstream_error("reset");
-        }
-        m.duration.observe(self.start.elapsed().as_secs_f64());
-        m.request_bytes
-            .inc_by(self.stats.bytes.load(Ordering::Relaxed));
-        m.response_bytes.inc_by(response_bytes);
-        let end = End {
-            outcome,
-            response_bytes,
-            duration_ms: self.start.elapsed().as_secs_f64() * 1000.0,
-        };
-        match tap.map(UsageTap::finish) {
-            None => self.finish(end, None),
-            Some(Finished::Ready(usage)) => self.finish(end, Some(usage)),
-            Some(Finished::Unparsed) => {
-                m.unparsed.inc();
-                self.finish(end, None);
-            }
-            Some(Finished::Decode {
-                format,
-                encoding,
-                chunks,
-            }) => {
-                // Decompression is work the client must not wait for: do it on a blocking thread.
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => {
-                        let decode = rt.spawn_blocking(move || {
-                            usage::decode_and_read(format, encoding, &chunks)
-                        });
-                        rt.spawn(async move {
-                            let usage = decode.await.ok();
-                            self.finish(end, usage);
-                        });
-                    }
-                    Err(_) => self.finish(end, None),
-                }
-            }
-        }
-    }
-}
-
-/// How the body ended, measured when it did.
-struct End {
-    outcome: Outcome,
-    response_bytes: u64,
-    duration_ms: f64,
-}
-
-impl Completion {
-    fn finish(self, end: End, usage: Option<Usage>) {
-        let caller = self.caller.and_then(|i| self.route.callers.get(i));
-        if let Some(u) = usage.as_ref().filter(|u| u.has_tokens()) {
-            self.route.metrics.tokens(u.counts());
-            // Budgets count input + output tokens.
-            let spent = u.input.unwrap_or(0) + u.output.unwrap_or(0);
-            let metrics = &self.route.shared.metrics;
-            if let Some(b) = &self.route.budget {
-                b.charge(spent);
-                metrics.budget_spent("provider", &self.route.provider.name, b.spent());
-            }
-            if let Some((c, b)) = caller.and_then(|c| c.budget.as_ref().map(|b| (c, b))) {
-                b.charge(spent);
-                metrics.budget_spent("caller", &c.name, b.spent());
-            }
-        }
-        let caller_name = caller.map(|c| c.name.as_str());
-        let request_bytes = self.stats.bytes.load(Ordering::Relaxed);
-        let request_id = self.request_id.to_str().unwrap_or("");
-        let duration_ms = (end.duration_ms * 1000.0).round() / 1000.0;
-        let outcome = end.outcome.as_str();
-        let (model, tokens) = match &usage {
-            Some(u) => (
-                u.model.as_deref(),
-                [u.input, u.output, u.cache_read, u.cache_write],
-            ),
-            None => (None, [None; 4]),
-        };
-        macro_rules! complete {
-            ($level:ident) => {
-                tracing::$level!(
-                    event = "request_complete",
-                    request_id,
-                    provider = &*self.route.provider_name,
-                    method = self.method.as_str(),
-                    path = self.path.as_str(),
-                    status = self.status,
-                    duration_ms,
-                    ttfb_ms = self.ttfb_ms,
-                    request_bytes,
-                    response_bytes = end.response_bytes,
-                    upstream_host = &*self.route.upstream_host,
-                    upstream_protocol = self.upstream_protocol,
-                    outcome,
-                    streamed = self.streamed,
-                    caller = caller_name,
-                    model,
-                    input_tokens = tokens[0],
-                    output_tokens = tokens[1],
-                    cache_read_tokens = tokens[2],
-                    cache_write_tokens = tokens[3],
-                )
-            };
-        }
-        match end.outcome {
-            Outcome::Completed | Outcome::ClientClosed => complete!(info),
-            Outcome::UpstreamAborted | Outcome::IdleTimeout => complete!(warn),
-        }
-        if let Some(log) = &self.route.usage_log {
-            let unix_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let line = serde_json::json!({
-                "unix_ms": unix_ms,
-                "request_id": request_id,
-                "provider": &*self.route.provider_name,
-                "caller": caller_name,
-                "model": model,
-                "input_tokens": tokens[0],
-                "output_tokens": tokens[1],
-                "cache_read_tokens": tokens[2],
-                "cache_write_tokens": tokens[3],
-                "status": self.status,
-                "duration_ms": duration_ms,
-                "streamed": self.streamed,
-                "outcome": outcome,
-            });
-            log.record(line.to_string());
-        }
-    }
 }
 
 fn log_error(route: &Route, info: &RequestInfo, err: &ProxyError) {

@@ -108,13 +108,7 @@ pub(crate) async fn open(
     active: Active,
 ) -> Result<Opened, ProxyError> {
     let provider = &route.provider;
-    let connector = route
-        .websocket
-        .clone()
-        .ok_or_else(|| ProxyError::Unavailable {
-            kind: "connect",
-            message: "no WebSocket upstream connector for this provider".into(),
-        })?;
+    let connector = route.websocket.clone();
     let shutdown = req.extensions_mut().remove::<Shutdown>();
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();

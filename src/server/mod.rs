@@ -13,20 +13,19 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::plan::{Credential, Plan};
+use crate::config::plan::{Credential, Plan, ProviderPlan};
 use crate::policy::{access, reload};
-use crate::proxy::endpoints;
-use crate::proxy::Route;
+use crate::proxy::{Common, Route};
 use crate::server::listener::{bind, BindError, Drain};
 use crate::telemetry::usage_file;
-use crate::upstream::{self, pool};
+use crate::upstream;
 
 /// Process-wide state read on the request path.
 pub struct Shared {
     /// Every listener is bound and serving.
     pub ready: AtomicBool,
     /// Shutdown has started: `/ready` says 503 and new requests get `shutting_down`.
-    pub draining: AtomicBool,
+    pub draining: Arc<AtomicBool>,
     /// The one metrics registry.
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Notified to reload keys (SIGHUP in `main`).
@@ -37,7 +36,7 @@ impl Default for Shared {
     fn default() -> Self {
         Shared {
             ready: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
+            draining: Arc::default(),
             metrics: crate::telemetry::metrics::Metrics::new(),
             reload: Arc::default(),
         }
@@ -92,31 +91,97 @@ pub async fn run(
     shared: Arc<Shared>,
 ) -> Result<(), String> {
     let tls = upstream::tls_config(&plan.tls)?;
-    let drain = Drain::default();
-    let (usage_log, usage_writer) = match &plan.observability.usage_file {
-        Some(path) => {
-            let dropped = shared.metrics.usage_lines_dropped.clone();
-            let (log, writer) = usage_file::UsageLog::open(path, dropped)
-                .map_err(|e| format!("cannot open the usage file {}: {e}", path.display()))?;
-            (Some(log), Some(writer))
-        }
-        None => (None, None),
-    };
-
-    let addrs = bound.provider_addrs();
+    let (usage_log, usage_writer) = open_usage_file(&plan, &shared)?;
     let admin_addr = bound.admin_addr();
-    let provider_count = addrs.len();
+    let addrs = bound.provider_addrs();
+    // Never drained (it answers 503 on /ready while the providers drain); lives until the end.
+    let _admin = serve_admin(bound.admin, &plan, &shared);
+
+    let common = Common {
+        tls,
+        limits: plan.limits,
+        workers: plan.limits.workers.unwrap_or_else(workers::default_count),
+        token_usage: plan.observability.token_usage,
+        usage_log,
+        callers: Arc::new(
+            std::mem::take(&mut plan.callers)
+                .into_iter()
+                .map(access::Caller::from)
+                .collect(),
+        ),
+        directory: Arc::default(),
+        registry: shared.metrics.clone(),
+        draining: shared.draining.clone(),
+    };
+    let providers = std::mem::take(&mut plan.providers);
+    let provider_count = providers.len();
+    let (routes, listening) = routes(providers, bound.providers, addrs, &common, &shared)?;
+    let drain = Drain::default();
+    let workers =
+        workers::Workers::start(common.workers, &listening, || drain.handle(), plan.limits)?;
+    drop(listening);
+    let squid = routes
+        .iter()
+        .find_map(|r| r.provider.proxy.as_ref().map(|p| p.to_string()));
+    common.directory.fill(&routes, squid);
+    let (stop_reload, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(reload::watch(
+        plan.source.clone(),
+        routes.iter().map(|r| r.keyed()).collect(),
+        shared.reload.clone(),
+        reload::DEFAULT_SECRET_POLL,
+        stop_rx,
+    ));
+    drop(routes);
+    shared.ready.store(true, Ordering::Relaxed);
+    tracing::info!(event = "startup", version = env!("CARGO_PKG_VERSION"), admin = %admin_addr, providers = provider_count);
+
+    shutdown.await;
+    shared.draining.store(true, Ordering::Relaxed);
+    let _ = stop_reload.send(true);
+    let drained = drain_and_stop(drain, workers, plan.limits.drain_timeout).await;
+    drop(common);
+    if let Some(writer) = usage_writer {
+        // Streams still open after the drain timeout hold senders; do not wait for them.
+        let _ = listener::within(std::time::Duration::from_secs(1), writer.close()).await;
+    }
+    tracing::info!(event = "shutdown", phase = "done", drained);
+    Ok(())
+}
+
+/// The usage file's handle and its writer, when `observability.usage_file` is set.
+fn open_usage_file(
+    plan: &Plan,
+    shared: &Shared,
+) -> Result<
+    (
+        Option<usage_file::UsageLog>,
+        Option<usage_file::UsageWriter>,
+    ),
+    String,
+> {
+    let Some(path) = &plan.observability.usage_file else {
+        return Ok((None, None));
+    };
+    let dropped = shared.metrics.usage_lines_dropped.clone();
+    let (log, writer) = usage_file::UsageLog::open(path, dropped)
+        .map_err(|e| format!("cannot open the usage file {}: {e}", path.display()))?;
+    Ok((Some(log), Some(writer)))
+}
+
+/// The admin listener, on the main runtime with bounds of its own (not `limits:`): the
+/// oldest idle connection makes room for a probe. It serves while the returned drain lives.
+fn serve_admin(listener: TcpListener, plan: &Plan, shared: &Arc<Shared>) -> Drain {
     let admin_shared = shared.clone();
-    let admin_drain = Drain::default();
+    let drain = Drain::default();
     tokio::spawn(listener::serve(
-        bound.admin,
+        listener,
         move || {
             let shared = admin_shared.clone();
             hyper::service::service_fn(move |req| admin::handle(shared.clone(), req))
         },
-        admin_drain.handle(),
+        drain.handle(),
         "admin".to_owned(),
-        // Its own bounds, not `limits:`; the oldest idle connection makes room for a probe.
         plan.admin.limits(),
         admission::Admission::evict(
             plan.admin.max_connections,
@@ -124,111 +189,73 @@ pub async fn run(
             shared.metrics.connections_refused("admin", "evicted"),
         ),
     ));
+    drain
+}
 
-    let callers: Arc<Vec<access::Caller>> = Arc::new(
-        std::mem::take(&mut plan.callers)
-            .into_iter()
-            .map(access::Caller::from)
-            .collect(),
-    );
-    let worker_count = plan.limits.workers.unwrap_or_else(workers::default_count);
-    let directory = Arc::new(endpoints::Directory::default());
-    let mut routes = Vec::with_capacity(provider_count);
-    let mut listening = Vec::with_capacity(provider_count);
-    for ((mut provider, listener), addr) in
-        plan.providers.into_iter().zip(bound.providers).zip(addrs)
-    {
+/// One route per provider, and its listener as the workers will accept on it.
+fn routes(
+    providers: Vec<ProviderPlan>,
+    listeners: Vec<TcpListener>,
+    addrs: Vec<SocketAddr>,
+    common: &Common,
+    shared: &Shared,
+) -> Result<(Vec<Arc<Route>>, Vec<workers::Listening>), String> {
+    let mut routes = Vec::with_capacity(providers.len());
+    let mut listening = Vec::with_capacity(providers.len());
+    for ((mut provider, listener), addr) in providers.into_iter().zip(listeners).zip(addrs) {
         provider.listen = addr;
-        let listener_name = provider.name.clone();
-        match &provider.credential {
-            Credential::Configured { .. } => tracing::info!(
-                event = "provider_ready",
-                provider = provider.name.as_str(),
-                listen = %addr,
-                upstream = format!("https://{}{}", provider.host, provider.base_path),
-                egress = provider.proxy.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "direct".into()),
-            ),
-            Credential::Missing(why) => tracing::warn!(
-                event = "provider_not_configured",
-                provider = provider.name.as_str(),
-                listen = %addr,
-                reason = why.as_str(),
-                "requests to this provider get 403 provider_not_configured",
-            ),
-        }
-        let metrics = shared.metrics.provider(&provider.name);
-        let connector = upstream::connector(tls.clone(), &provider, &plan.limits, &metrics);
-        let settings = pool::Settings::from_limits(&plan.limits);
-        let group = Arc::new(pool::Group::default());
-        let pools = (0..worker_count.max(1))
-            .map(|_| {
-                let m = metrics.pool.clone();
-                pool::Pool::new(connector.clone(), &provider, settings, group.clone(), m)
-            })
-            .collect();
-        let mut route = Route::new(provider, pools, plan.limits, shared.clone(), metrics);
-        route.token_usage = plan.observability.token_usage;
-        route.usage_log = usage_log.clone();
-        route.directory = directory.clone();
-        route.callers = callers.clone();
-        route.websocket = Some(upstream::websocket_connector(
-            &tls,
-            &route.provider,
-            &plan.limits,
-        ));
-        let route = Arc::new(route);
+        log_provider(&provider);
+        let name = provider.name.clone();
+        let route = Arc::new(Route::new(provider, common));
         routes.push(route.clone());
         let listener = listener
             .into_std()
-            .map_err(|e| format!("cannot hand the {listener_name} listener to the workers: {e}"))?;
+            .map_err(|e| format!("cannot hand the {name} listener to the workers: {e}"))?;
+        let refused = shared.metrics.connections_refused(&name, "overloaded");
         listening.push(workers::Listening {
             listener,
             route,
-            admission: admission::Admission::refuse(
-                plan.limits.max_connections,
-                shared
-                    .metrics
-                    .connections_refused(&listener_name, "overloaded"),
-            ),
-            name: listener_name,
+            admission: admission::Admission::refuse(common.limits.max_connections, refused),
+            name,
         });
     }
-    let workers =
-        workers::Workers::start(worker_count, &listening, || drain.handle(), plan.limits)?;
-    drop(listening);
+    Ok((routes, listening))
+}
 
-    let squid = routes
-        .iter()
-        .find_map(|r| r.provider.proxy.as_ref().map(|p| p.to_string()));
-    directory.fill(&routes, squid);
-    let (stop_reload, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(reload::watch(
-        plan.source.clone(),
-        routes,
-        shared.reload.clone(),
-        reload::DEFAULT_SECRET_POLL,
-        stop_rx,
-    ));
-    shared.ready.store(true, Ordering::Relaxed);
-    tracing::info!(event = "startup", version = env!("CARGO_PKG_VERSION"), admin = %admin_addr, providers = provider_count);
+/// `provider_ready` or `provider_not_configured`, once at start.
+fn log_provider(provider: &ProviderPlan) {
+    let addr = provider.listen;
+    match &provider.credential {
+        Credential::Configured { .. } => tracing::info!(
+            event = "provider_ready",
+            provider = provider.name.as_str(),
+            listen = %addr,
+            upstream = format!("https://{}{}", provider.host, provider.base_path),
+            egress = provider.proxy.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "direct".into()),
+        ),
+        Credential::Missing(why) => tracing::warn!(
+            event = "provider_not_configured",
+            provider = provider.name.as_str(),
+            listen = %addr,
+            reason = why.as_str(),
+            "requests to this provider get 403 provider_not_configured",
+        ),
+    }
+}
 
-    shutdown.await;
-    shared.draining.store(true, Ordering::Relaxed);
-    let _ = stop_reload.send(true);
-    let limit = plan.limits.drain_timeout;
+/// Lets in-flight requests finish for up to `limit`, then ends the workers (streams still
+/// open end with their worker's runtime). True when everything finished in time.
+async fn drain_and_stop(
+    drain: Drain,
+    workers: workers::Workers,
+    limit: std::time::Duration,
+) -> bool {
     tracing::info!(
         event = "shutdown",
         phase = "draining",
         drain_timeout_ms = limit.as_millis() as u64
     );
     let drained = listener::within(limit, drain.drain()).await.is_some();
-    // Streams still open past the drain timeout end with their worker's runtime.
     let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
-    drop(usage_log);
-    if let Some(writer) = usage_writer {
-        // Streams still open after the drain timeout hold senders; do not wait for them.
-        let _ = listener::within(std::time::Duration::from_secs(1), writer.close()).await;
-    }
-    tracing::info!(event = "shutdown", phase = "done", drained);
-    Ok(())
+    drained
 }

@@ -4,7 +4,6 @@
 //! connection, its body), so the request path makes no cross-thread wake-ups; the kernel hands
 //! each new connection to whichever worker accepts it first.
 
-use std::cell::Cell;
 use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,19 +20,7 @@ use crate::server::listener::{self, DrainHandle};
 /// usage): a few, so threads stay well inside a container's pids limit on a many-core host.
 const BLOCKING_THREADS: usize = 2;
 
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The index of the worker running on this thread (0 outside any worker).
-pub fn current() -> usize {
-    WORKER.get()
-}
-
-/// The number of workers when `limits.workers` is not set: the CPUs this process may use.
-pub fn default_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
+pub use crate::config::default_workers as default_count;
 
 /// One provider listener, as every worker accepts on it.
 pub struct Listening {
@@ -87,7 +74,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{index}"))
                 .spawn(move || {
-                    WORKER.set(index);
+                    crate::upstream::pool::set_worker(index);
                     runtime.block_on(async move {
                         for (listener, route, admission, name) in mine {
                             let listener = match TcpListener::from_std(listener) {

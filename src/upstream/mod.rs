@@ -1,6 +1,7 @@
 //! Upstream connections: TCP (direct or through a CONNECT tunnel), TLS with SNI and ALPN
 //! (h2, then http/1.1); connect errors named for the client. `pool` keeps and reuses them.
 
+pub mod body;
 pub mod pool;
 
 use std::io;

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use super::h1::Recycle;
 use super::Slot;
-use crate::proxy::body::{BoxError, RequestBody};
+use crate::upstream::body::{BoxError, RequestBody};
 
 /// Request bodies up to this size are kept (as shared `Bytes`, no copy) until the response
 /// starts, so a stream the upstream refused can be sent again; larger ones are not retried.
@@ -307,7 +307,7 @@ mod tests {
     use std::sync::Arc;
 
     fn body(bytes: &'static [u8]) -> Replay {
-        let stats = Arc::new(crate::proxy::body::RequestStats::default());
+        let stats = Arc::new(crate::upstream::body::RequestStats::default());
         Replay::new(RequestBody::buffered(Bytes::from_static(bytes), stats))
     }
 

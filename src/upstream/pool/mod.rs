@@ -33,8 +33,8 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::config::plan::{Limits, ProviderPlan};
-use crate::proxy::body::RequestBody;
 use crate::telemetry::metrics::PoolMetrics;
+use crate::upstream::body::RequestBody;
 use crate::upstream::{ConnectError, Connector};
 use body::Replay;
 
@@ -76,6 +76,21 @@ impl Settings {
             ping_timeout: l.upstream_ping_timeout,
         }
     }
+}
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as worker `index` (`server::workers`), whose pools it uses.
+pub fn set_worker(index: usize) {
+    WORKER.set(index);
+}
+
+/// The index of the worker running on this thread (0 outside any worker): which of a
+/// provider's pools a request uses, so its connections run on its own thread.
+pub fn current_worker() -> usize {
+    WORKER.get()
 }
 
 /// What the pools of one provider (one per worker) share: the cap's count, and the way a

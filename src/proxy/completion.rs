@@ -1,0 +1,169 @@
+//! The end of an upstream-answered request: when its response body is finished (completed,
+//! client gone, upstream broke off, idle), metrics, token usage and budgets are recorded and
+//! the `request_complete` line is written.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Method};
+
+use super::{Active, Route};
+use crate::proxy::body::{OnEnd, Outcome, RequestStats};
+use crate::telemetry::usage::{self, Finished, Usage, UsageTap};
+
+/// Records metrics, usage and the `request_complete` line when the response body is finished.
+pub(crate) struct Completion {
+    pub(super) route: Arc<Route>,
+    pub(super) request_id: HeaderValue,
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) status: u16,
+    pub(super) start: Instant,
+    pub(super) stats: Arc<RequestStats>,
+    pub(super) upstream_protocol: &'static str,
+    pub(super) streamed: bool,
+    /// Request sent upstream -> response headers, in milliseconds.
+    pub(super) ttfb_ms: f64,
+    /// Index into `route.callers`, when callers are configured.
+    pub(super) caller: Option<usize>,
+    pub(super) _active: Active,
+    pub(super) _stream: Option<Active>,
+}
+
+impl OnEnd for Completion {
+    fn on_end(self: Box<Self>, outcome: Outcome, response_bytes: u64, tap: Option<UsageTap>) {
+        let m = &self.route.metrics;
+        m.request(self.status);
+        m.outcome(outcome.as_str());
+        if outcome == Outcome::UpstreamAborted {
+            m.upstream_error("reset");
+        }
+        m.duration.observe(self.start.elapsed().as_secs_f64());
+        m.request_bytes
+            .inc_by(self.stats.bytes.load(Ordering::Relaxed));
+        m.response_bytes.inc_by(response_bytes);
+        let end = End {
+            outcome,
+            response_bytes,
+            duration_ms: self.start.elapsed().as_secs_f64() * 1000.0,
+        };
+        match tap.map(UsageTap::finish) {
+            None => self.finish(end, None),
+            Some(Finished::Ready(usage)) => self.finish(end, Some(usage)),
+            Some(Finished::Unparsed) => {
+                m.unparsed.inc();
+                self.finish(end, None);
+            }
+            Some(Finished::Decode {
+                format,
+                encoding,
+                chunks,
+            }) => {
+                // Decompression is work the client must not wait for: do it on a blocking thread.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        let decode = rt.spawn_blocking(move || {
+                            usage::decode_and_read(format, encoding, &chunks)
+                        });
+                        rt.spawn(async move {
+                            let usage = decode.await.ok();
+                            self.finish(end, usage);
+                        });
+                    }
+                    Err(_) => self.finish(end, None),
+                }
+            }
+        }
+    }
+}
+
+/// How the body ended, measured when it did.
+struct End {
+    outcome: Outcome,
+    response_bytes: u64,
+    duration_ms: f64,
+}
+
+impl Completion {
+    fn finish(self, end: End, usage: Option<Usage>) {
+        let caller = self.caller.and_then(|i| self.route.callers.get(i));
+        if let Some(u) = usage.as_ref().filter(|u| u.has_tokens()) {
+            self.route.metrics.tokens(u.counts());
+            // Budgets count input + output tokens.
+            let spent = u.input.unwrap_or(0) + u.output.unwrap_or(0);
+            let metrics = &self.route.registry;
+            if let Some(b) = &self.route.budget {
+                b.charge(spent);
+                metrics.budget_spent("provider", &self.route.provider.name, b.spent());
+            }
+            if let Some((c, b)) = caller.and_then(|c| c.budget.as_ref().map(|b| (c, b))) {
+                b.charge(spent);
+                metrics.budget_spent("caller", &c.name, b.spent());
+            }
+        }
+        let caller_name = caller.map(|c| c.name.as_str());
+        let request_bytes = self.stats.bytes.load(Ordering::Relaxed);
+        let request_id = self.request_id.to_str().unwrap_or("");
+        let duration_ms = (end.duration_ms * 1000.0).round() / 1000.0;
+        let outcome = end.outcome.as_str();
+        let (model, tokens) = match &usage {
+            Some(u) => (
+                u.model.as_deref(),
+                [u.input, u.output, u.cache_read, u.cache_write],
+            ),
+            None => (None, [None; 4]),
+        };
+        macro_rules! complete {
+            ($level:ident) => {
+                tracing::$level!(
+                    event = "request_complete",
+                    request_id,
+                    provider = &*self.route.provider_name,
+                    method = self.method.as_str(),
+                    path = self.path.as_str(),
+                    status = self.status,
+                    duration_ms,
+                    ttfb_ms = self.ttfb_ms,
+                    request_bytes,
+                    response_bytes = end.response_bytes,
+                    upstream_host = &*self.route.upstream_host,
+                    upstream_protocol = self.upstream_protocol,
+                    outcome,
+                    streamed = self.streamed,
+                    caller = caller_name,
+                    model,
+                    input_tokens = tokens[0],
+                    output_tokens = tokens[1],
+                    cache_read_tokens = tokens[2],
+                    cache_write_tokens = tokens[3],
+                )
+            };
+        }
+        match end.outcome {
+            Outcome::Completed | Outcome::ClientClosed => complete!(info),
+            Outcome::UpstreamAborted | Outcome::IdleTimeout => complete!(warn),
+        }
+        if let Some(log) = &self.route.usage_log {
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let line = serde_json::json!({
+                "unix_ms": unix_ms,
+                "request_id": request_id,
+                "provider": &*self.route.provider_name,
+                "caller": caller_name,
+                "model": model,
+                "input_tokens": tokens[0],
+                "output_tokens": tokens[1],
+                "cache_read_tokens": tokens[2],
+                "cache_write_tokens": tokens[3],
+                "status": self.status,
+                "duration_ms": duration_ms,
+                "streamed": self.streamed,
+                "outcome": outcome,
+            });
+            log.record(line.to_string());
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! `Route`: what the request path needs for one provider listener, made once at start from
+//! the provider's plan and the parts every route shares (`Common`).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+
+use crate::config::plan::{Limits, ProviderPlan};
+use crate::policy::access::Caller;
+use crate::policy::budget::TokenBudget;
+use crate::policy::ratelimit::RateLimiter;
+use crate::policy::reload::{KeySlot, Keyed};
+use crate::proxy::endpoints::Directory;
+use crate::telemetry::metrics::{Metrics, ProviderMetrics};
+use crate::telemetry::usage_file::UsageLog;
+use crate::upstream::pool::{self, Pool};
+use crate::upstream::{self as upstream_conn, Connector};
+
+/// What every route of the process shares.
+pub struct Common {
+    pub tls: Arc<ClientConfig>,
+    pub limits: Limits,
+    /// Worker threads: each gets its own upstream pool per route.
+    pub workers: usize,
+    /// Read token usage from responses.
+    pub token_usage: bool,
+    pub usage_log: Option<UsageLog>,
+    /// When not empty, every request must present one of these callers' tokens.
+    pub callers: Arc<Vec<Caller>>,
+    /// Every route of the process, for the AWF `/health` and `/reflect` answers.
+    pub directory: Arc<Directory>,
+    /// The one metrics registry.
+    pub registry: Arc<Metrics>,
+    /// Shutdown has started: new requests get `shutting_down`.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// One provider's listener: its plan, its upstream pools, its policy and its metrics.
+pub struct Route {
+    pub provider: ProviderPlan,
+    /// One upstream pool per worker (`server::workers`), so a worker's requests use
+    /// connections that run on its own thread; the first also serves outside any worker.
+    pub pools: Vec<Pool>,
+    pub limits: Limits,
+    pub draining: Arc<AtomicBool>,
+    pub registry: Arc<Metrics>,
+    pub metrics: ProviderMetrics,
+    pub token_usage: bool,
+    pub usage_log: Option<UsageLog>,
+    pub limiter: Option<RateLimiter>,
+    pub directory: Arc<Directory>,
+    /// The upstream host, shared by every log line of this route.
+    pub(crate) upstream_host: Arc<str>,
+    pub(crate) provider_name: Arc<str>,
+    /// The injected credential; replaced in place by a key reload.
+    pub key: Arc<KeySlot>,
+    pub callers: Arc<Vec<Caller>>,
+    /// This provider's token budget.
+    pub budget: Option<TokenBudget>,
+    /// WebSocket: dedicated HTTP/1.1-only upstream connections.
+    pub websocket: Connector,
+}
+
+impl Route {
+    pub fn new(provider: ProviderPlan, common: &Common) -> Route {
+        let metrics = common.registry.provider(&provider.name);
+        let limits = &common.limits;
+        let connector = upstream_conn::connector(common.tls.clone(), &provider, limits, &metrics);
+        let settings = pool::Settings::from_limits(limits);
+        let group = Arc::new(pool::Group::default());
+        let pools = (0..common.workers.max(1))
+            .map(|_| {
+                let m = metrics.pool.clone();
+                Pool::new(connector.clone(), &provider, settings, group.clone(), m)
+            })
+            .collect();
+        Route {
+            upstream_host: Arc::from(provider.host.as_str()),
+            provider_name: Arc::from(provider.name.as_str()),
+            pools,
+            limits: *limits,
+            draining: common.draining.clone(),
+            registry: common.registry.clone(),
+            metrics,
+            token_usage: common.token_usage,
+            usage_log: common.usage_log.clone(),
+            limiter: provider.rate_limit.map(RateLimiter::new),
+            directory: common.directory.clone(),
+            websocket: upstream_conn::websocket_connector(&common.tls, &provider, limits),
+            key: Arc::new(KeySlot::new(provider.credential.clone())),
+            callers: common.callers.clone(),
+            budget: provider.budget.map(TokenBudget::new),
+            provider,
+        }
+    }
+
+    /// The upstream pool of the worker running this request.
+    pub fn pool(&self) -> Option<&Pool> {
+        self.pools
+            .get(pool::current_worker())
+            .or_else(|| self.pools.first())
+    }
+
+    /// This route's key as a reload sees it.
+    pub fn keyed(&self) -> Keyed {
+        Keyed {
+            name: self.provider.name.clone(),
+            key_ref: self.provider.key_ref.clone(),
+            slot: self.key.clone(),
+        }
+    }
+}
