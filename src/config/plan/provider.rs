@@ -1,0 +1,315 @@
+//! One `providers.NAME` entry walked into a `ProviderPlan`: preset, upstream, listen address,
+//! credential reference, auth header, egress, policy; every error with its YAML path.
+
+use super::*;
+
+pub(super) fn provider(
+    name: &str,
+    node: &Node,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Errors,
+) -> Option<ProviderPlan> {
+    if !config::valid_name(name) {
+        errors.push(
+            &node.path,
+            "provider names use a-z, 0-9, `-` and `_` (at most 64)",
+        );
+    }
+    let map = node.map(PROVIDER_KEYS, errors)?;
+    let preset = preset_of(name, &map, errors);
+    let listen = listen(&map, preset, &node.path, errors);
+    let upstream = upstream(&map, preset, &node.path, errors);
+    let upstream_address = upstream_address(&map, errors);
+    let auth = auth(&map, preset, &node.path, errors);
+    let rate_limit = map.get("rate_limit").and_then(|n| rate_limit(&n, errors));
+    let allow = map
+        .get("allow")
+        .map(|n| crate::config::policy::allow_rules(&n, errors));
+    let models = map
+        .get("models")
+        .map(|n| crate::config::policy::models(&n, errors));
+    let budget = map
+        .get("budget")
+        .and_then(|n| crate::config::policy::budget_plan(&n, errors));
+    let key_ref = key_ref(&map, &node.path, errors);
+    let ((auth_header, auth_prefix), key_ref) = (auth?, key_ref?);
+    let credential = credential(
+        &key_ref,
+        auth_header,
+        &auth_prefix,
+        lookup,
+        &node.path,
+        errors,
+    )?;
+    let (origin, host, port, base_path) = upstream?;
+    Some(ProviderPlan {
+        name: name.to_owned(),
+        preset: preset.map(|p| p.name),
+        listen: listen?,
+        origin,
+        host,
+        port,
+        base_path,
+        upstream_address,
+        key_ref,
+        credential,
+        extras: preset.map(|p| p.extras).unwrap_or_default(),
+        proxy: None,
+        proxy_source: "none",
+        rate_limit,
+        allow,
+        models,
+        budget,
+    })
+}
+
+/// The preset: the provider's own name, or `preset:`.
+fn preset_of(
+    name: &str,
+    map: &config::Map,
+    errors: &mut Errors,
+) -> Option<&'static presets::Preset> {
+    let Some(n) = map.get("preset") else {
+        return presets::preset(name);
+    };
+    let p = n.string(errors)?;
+    let preset = presets::preset(p);
+    if preset.is_none() {
+        let names: Vec<_> = presets::PRESETS.iter().map(|p| p.name).collect();
+        errors.push(
+            &n.path,
+            format!("unknown preset `{p}`; presets are {}", names.join(", ")),
+        );
+    }
+    preset
+}
+
+/// `listen:`, or the preset's AWF port on loopback.
+fn listen(
+    map: &config::Map,
+    preset: Option<&presets::Preset>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<SocketAddr> {
+    match map.get("listen") {
+        Some(n) => n
+            .string(errors)
+            .and_then(|s| parse_addr(s, &n.path, errors)),
+        None => match preset {
+            Some(p) => Some(SocketAddr::from(([127, 0, 0, 1], p.awf_port))),
+            None => {
+                errors.push(
+                    &config::join(path, "listen"),
+                    "missing; add e.g. `listen: 127.0.0.1:10010`",
+                );
+                None
+            }
+        },
+    }
+}
+
+/// `upstream:` (or the preset's): origin, host, port and base path.
+fn upstream(
+    map: &config::Map,
+    preset: Option<&presets::Preset>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<(Uri, String, u16, String)> {
+    let (text, at) = match map.get("upstream") {
+        Some(n) => (n.string(errors)?.to_owned(), n.path.clone()),
+        None => match preset {
+            Some(p) => (p.upstream.to_owned(), String::new()),
+            None => {
+                errors.push(
+                    &config::join(path, "upstream"),
+                    "missing; custom providers need e.g. `upstream: https://llm.example.com/v1`",
+                );
+                return None;
+            }
+        },
+    };
+    parse_upstream(&text).map_err(|m| errors.push(&at, m)).ok()
+}
+
+/// `upstream_address:` HOST:PORT to dial instead of resolving the upstream's host.
+fn upstream_address(map: &config::Map, errors: &mut Errors) -> Option<String> {
+    let n = map.get("upstream_address")?;
+    let s = n.string(errors)?;
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+            Some(s.to_owned())
+        }
+        _ => {
+            errors.push(
+                &n.path,
+                format!("`{s}` is not HOST:PORT; write e.g. `127.0.0.1:8443`"),
+            );
+            None
+        }
+    }
+}
+
+/// `api_key:` as a reference (`env:` / `file:`), never a literal.
+fn key_ref(map: &config::Map, path: &str, errors: &mut Errors) -> Option<SecretRef> {
+    match map.get("api_key") {
+        Some(n) => n.string(errors).and_then(|s| {
+            SecretRef::parse(s)
+                .map_err(|m| errors.push(&n.path, m))
+                .ok()
+        }),
+        None => {
+            errors.push(
+                &config::join(path, "api_key"),
+                "missing; add e.g. `api_key: env:OPENAI_API_KEY`",
+            );
+            None
+        }
+    }
+}
+
+/// The header to inject, from the key the reference resolves to now (missing: the provider
+/// is bound but not configured).
+fn credential(
+    key_ref: &SecretRef,
+    header: HeaderName,
+    prefix: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<Credential> {
+    match key_ref.resolve(lookup) {
+        Ok(secret) => {
+            let text = format!("{prefix}{}", secret.expose());
+            match HeaderValue::from_str(&text) {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    Some(Credential::Configured {
+                        name: header,
+                        value,
+                    })
+                }
+                Err(_) => {
+                    errors.push(
+                        &config::join(path, "api_key"),
+                        format!("the key read from {key_ref} has characters not allowed in an HTTP header"),
+                    );
+                    None
+                }
+            }
+        }
+        Err(Unresolved::Missing(why)) => Some(Credential::Missing(why)),
+        Err(Unresolved::Unreadable(why)) => {
+            errors.push(&config::join(path, "api_key"), why);
+            None
+        }
+    }
+}
+
+pub(super) fn auth(
+    map: &config::Map,
+    preset: Option<&presets::Preset>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<(HeaderName, String)> {
+    let (mut header, mut prefix) = match preset {
+        Some(p) => (Some(p.auth_header.to_owned()), p.auth_prefix.to_owned()),
+        None => (None, String::new()),
+    };
+    match map.get("auth") {
+        Some(n) => {
+            let auth = n.map(&["header", "prefix"], errors)?;
+            if let Some(h) = auth.get("header") {
+                header = h.string(errors).map(str::to_owned);
+            }
+            if let Some(p) = auth.get("prefix") {
+                prefix = p.string(errors).map(str::to_owned).unwrap_or_default();
+            }
+        }
+        None if preset.is_none() => {
+            errors.push(&config::join(path, "auth"), "missing; custom providers need e.g. `auth: { header: authorization, prefix: \"Bearer \" }`");
+            return None;
+        }
+        None => {}
+    }
+    let Some(header) = header else {
+        errors.push(
+            &config::join(path, "auth.header"),
+            "missing; name the header that carries the key",
+        );
+        return None;
+    };
+    match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
+        Ok(name) if !crate::config::is_hop_by_hop(&name) && !crate::config::set_by_proxy(&name) => {
+            Some((name, prefix))
+        }
+        _ => {
+            errors.push(&config::join(path, "auth.header"), format!("`{header}` cannot carry the key; name an ordinary header such as `authorization`"));
+            None
+        }
+    }
+}
+
+/// Splits `https://host[:port][/base]` into origin, host, port and base path.
+pub(super) fn parse_upstream(text: &str) -> Result<(Uri, String, u16, String), String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL; write e.g. `https://api.example.com/v1`"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!(
+            "`{text}` must start with https:// (the proxy always speaks TLS upstream)"
+        ));
+    }
+    let authority: &Authority = uri
+        .authority()
+        .ok_or_else(|| format!("`{text}` has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("`{text}` must not hold user info"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{text}` must not hold a query string"));
+    }
+    let host = authority.host().to_owned();
+    let port = authority.port_u16().unwrap_or(443);
+    let origin: Uri = format!("https://{authority}/")
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL"))?;
+    let base = uri.path().trim_end_matches('/').to_owned();
+    Ok((origin, host, port, base))
+}
+
+/// Decides each provider's forward proxy: the file's `upstream_proxy` for all, else the
+/// environment (`HTTPS_PROXY` ... minus `NO_PROXY`) per upstream host.
+pub(super) fn choose_egress(
+    providers: &mut [ProviderPlan],
+    configured: Option<&ProxyTarget>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Errors,
+) {
+    for p in providers.iter_mut() {
+        if let Some(proxy) = configured {
+            p.proxy = Some(proxy.clone());
+            p.proxy_source = "upstream_proxy";
+            continue;
+        }
+        let dial_host = p
+            .upstream_address
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+            .map(|(h, _)| h);
+        let hosts: Vec<&str> = std::iter::once(p.host.as_str()).chain(dial_host).collect();
+        match ProxyTarget::from_env(lookup, &hosts) {
+            None => {}
+            Some((var, Ok(proxy))) => {
+                p.proxy = Some(proxy);
+                p.proxy_source = var;
+            }
+            Some((var, Err(m))) => {
+                let path = format!("(environment) {var}");
+                // One message per variable, not one per provider.
+                if !errors.0.iter().any(|e| e.path == path) {
+                    errors.push(&path, m);
+                }
+            }
+        }
+    }
+}
