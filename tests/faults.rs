@@ -1,4 +1,4 @@
-//! Upstream faults (issue 8), injected by the mock on command: a stream reset among healthy
+//! Upstream faults, injected by the mock on command: a stream reset among healthy
 //! streams on one HTTP/2 connection, a stalled stream, GOAWAY with streams in flight, a slow
 //! TLS handshake, and an http/1.1 upstream closing idle keep-alive connections just as requests
 //! are sent. In every case each client gets either its complete answer or an unmistakable

@@ -1,4 +1,4 @@
-//! Hostile clients over raw sockets (issue 8): request smuggling and framing tricks, slowloris,
+//! Hostile clients over raw sockets: request smuggling and framing tricks, slowloris,
 //! oversized heads and bodies, connection floods. Every case asserts the status or the closed
 //! connection, that the upstream saw nothing it should not, and that a normal request succeeds
 //! right after. What hyper itself does with each form is noted where it matters

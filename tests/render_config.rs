@@ -99,7 +99,7 @@ fn render(name: Option<&str>, pairs: &[(&str, &str)]) -> (Rendered, Plan) {
         .unwrap_or_else(|e| panic!("rendered config does not load: {e}\n{}", rendered.yaml));
     assert_no_canary(&format!("{plan:?}"));
     assert_no_canary(&plan.describe());
-    // Loopback only (issue 18): the image's healthcheck probes it from inside the container.
+    // Loopback only: the image's healthcheck probes it from inside the container.
     assert_eq!(plan.admin_listen.to_string(), "127.0.0.1:9901");
     let names: Vec<_> = plan.providers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, NAMES);

@@ -1,4 +1,4 @@
-//! Egress through a real Squid (issue 3): the proxy reaches the mock upstream only through an
+//! Egress through a real Squid: the proxy reaches the mock upstream only through an
 //! HTTP CONNECT tunnel, as in AWF where the api-proxy's only way out is Squid.
 //!
 //! Every test that needs Squid starts its own (`squid -N`, minimal config, temp dir, free port)

@@ -1,5 +1,5 @@
 //! The docker-compose fragment that puts llm-keyproxy in the place of AWF's `api-proxy`
-//! container (DESIGN section 8), for the `keyproxy-compose` companion binary.
+//! container (docs/design.md §8), for the `keyproxy-compose` companion binary.
 //!
 //! Pure: options and an environment lookup in, YAML text out. The document is built from
 //! serde structs and written by `serde_yaml_ng` (no string templates), so every value is
@@ -51,7 +51,7 @@ pub fn default_image() -> String {
     format!("llm-keyproxy:{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// One provider the fragment can route: the key variable the sidecar reads (DESIGN section 7)
+/// One provider the fragment can route: the key variable the sidecar reads (docs/design.md §7)
 /// and what the agent gets when that key is present (AWF's `*-credential-env.ts`).
 #[derive(Debug, Clone, Copy)]
 pub struct Route {

@@ -1,4 +1,4 @@
-//! The AWF environment contract (DESIGN section 7) rendered as a config file: what AWF's Node
+//! The AWF environment contract (docs/design.md §7) rendered as a config file: what AWF's Node
 //! `api-proxy` sidecar read from its environment, written as YAML for `Plan::from_yaml`.
 //!
 //! Runs before there is a plan: `render-config` prints the result, `awf` serves it. No key

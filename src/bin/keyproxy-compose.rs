@@ -1,5 +1,5 @@
 //! `keyproxy-compose`: prints the docker-compose fragment that runs llm-keyproxy as AWF's
-//! `api-proxy` service (DESIGN section 8). Thin: arguments -> `compose::render` -> stdout.
+//! `api-proxy` service (docs/design.md §8). Thin: arguments -> `compose::render` -> stdout.
 //! Exit codes: 0 printed, 64 bad arguments or a refusal (nothing printed on stdout).
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

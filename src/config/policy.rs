@@ -1,4 +1,4 @@
-//! The policy parts of the config (least privilege, DESIGN 2b): callers and their tokens,
+//! The policy parts of the config (least privilege, docs/design.md §2b): callers and their tokens,
 //! allow-lists of methods and normalised paths, model lists, token budgets. Parsed here with
 //! every error collected; `policy/` enforces them at run time.
 

@@ -1,4 +1,4 @@
-//! Least privilege for the key (DESIGN 2b): caller tokens checked in constant time, per-provider
+//! Least privilege for the key (docs/design.md §2b): caller tokens checked in constant time, per-provider
 //! allow-lists of methods and normalised paths, and model allow-lists. Config parsing and the
 //! pure checks live here; `proxy.rs` calls them before anything reaches the upstream.
 

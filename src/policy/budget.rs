@@ -1,7 +1,7 @@
 //! Token budgets per provider and per caller: input + output tokens per minute, per hour and
 //! in total for the process lifetime, charged from the usage read out of responses.
 //!
-//! A budget admits a request while the spend is below the limit (DESIGN 2b); usage is charged
+//! A budget admits a request while the spend is below the limit (docs/design.md §2b); usage is charged
 //! when it is known, so requests racing the last tokens may overshoot by what they use. A
 //! stream in flight is never cut by a budget.
 

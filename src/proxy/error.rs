@@ -1,5 +1,5 @@
 //! `ProxyError`: every error the proxy answers itself, mapped in one place to status, JSON
-//! body (DESIGN section 5), rejection reason and log text.
+//! body (docs/design.md §5), rejection reason and log text.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -141,7 +141,7 @@ impl ProxyError {
         }
     }
 
-    /// The JSON body of DESIGN section 5, sanitised like logs.
+    /// The JSON body of docs/design.md §5, sanitised like logs.
     pub fn body(&self, provider: &str) -> Bytes {
         let body = serde_json::json!({
             "error": {

@@ -68,7 +68,7 @@ fn strip(headers: &mut HeaderMap, doomed: fn(&str) -> bool) {
     }
 }
 
-/// Turns the client's headers into the upstream's (DESIGN section 5 step 3): strip the client's
+/// Turns the client's headers into the upstream's (docs/design.md §5.3): strip the client's
 /// credentials, forwarding and hop-by-hop headers, then inject the key exactly once.
 pub fn to_upstream(
     headers: &mut HeaderMap,
@@ -132,7 +132,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid-uuid"))
 }
 
-/// The upstream path and query for a client path (DESIGN section 2: base path rule; Gemini's
+/// The upstream path and query for a client path (docs/design.md §2: base path rule; Gemini's
 /// key parameters removed). `None` when the result is not a valid request target.
 pub fn upstream_path(provider: &ProviderPlan, path: &str, query: Option<&str>) -> String {
     let base = provider.base_path.as_str();

@@ -1,4 +1,4 @@
-//! The request path as named steps (DESIGN section 5):
+//! The request path as named steps (docs/design.md §5):
 //!
 //! ```text
 //! client ─▶ request_id ─▶ check_target ─▶ check_configured ─▶ check_declared_size
@@ -122,7 +122,7 @@ async fn forward(
         limiter.check(declared).map_err(ProxyError::RateLimited)?;
     }
     check_budgets(route, caller)?;
-    // WebSocket upgrades (DESIGN 5.7) are tunnelled, not proxied request by request.
+    // WebSocket upgrades (docs/design.md §5.7) are tunnelled, not proxied request by request.
     if websocket {
         return match websocket::open(route, req, &path_and_query, info, active).await? {
             websocket::Opened::Switched(resp) => Ok(resp),
@@ -216,7 +216,7 @@ pub fn check_target<B>(req: &Request<B>) -> Result<PathAndQuery, ProxyError> {
     Ok(pq)
 }
 
-/// The caller presenting a valid token, when `callers:` is configured (DESIGN 2b).
+/// The caller presenting a valid token, when `callers:` is configured (docs/design.md §2b).
 fn check_caller<B>(route: &Route, req: &Request<B>) -> Result<Option<usize>, ProxyError> {
     if route.callers.is_empty() {
         return Ok(None);

@@ -1,4 +1,4 @@
-//! WebSocket tunnels (DESIGN section 5 step 7).
+//! WebSocket tunnels (docs/design.md §5.7).
 //!
 //! An HTTP/1.1 `Upgrade: websocket` request passes the same checks as any other request, then
 //! gets the usual header rules and key injection and is sent on a dedicated (unpooled)

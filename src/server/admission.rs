@@ -324,7 +324,7 @@ impl RefusalLog {
 }
 
 /// The whole answer to a connection over `limits.max_connections`: the JSON error shape of
-/// DESIGN section 5, type `overloaded`, then close.
+/// docs/design.md §5, type `overloaded`, then close.
 fn overloaded(name: &str, max: usize) -> Vec<u8> {
     let body = serde_json::json!({
         "error": {

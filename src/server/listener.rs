@@ -198,7 +198,7 @@ pub async fn serve<S, F>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        // WebSocket (DESIGN 5.7): upgrades allowed; tunnels learn of shutdown via `Shutdown`.
+        // WebSocket (docs/design.md §5.7): upgrades allowed; tunnels learn of shutdown via `Shutdown`.
         let service =
             crate::proxy::websocket::WithShutdown::new(make_service(), drain.signal.clone());
         let service = Tracked {

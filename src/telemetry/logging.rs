@@ -17,7 +17,7 @@ pub enum LogFormat {
     Text,
 }
 
-/// Longest logged string, in characters (DESIGN section 6).
+/// Longest logged string, in characters (docs/design.md §6).
 pub const MAX_LOGGED_CHARS: usize = 200;
 
 /// Installs the global subscriber. `level` is a level (`info`) or an `EnvFilter` directive.
