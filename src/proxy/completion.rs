@@ -34,15 +34,18 @@ pub(crate) struct Completion {
 impl OnEnd for Completion {
     fn on_end(self: Box<Self>, outcome: Outcome, response_bytes: u64, tap: Option<UsageTap>) {
         let m = &self.route.metrics;
-        m.request(self.status);
-        m.outcome(outcome.as_str());
+        let request_bytes = self.stats.bytes.load(Ordering::Relaxed);
+        count(
+            &self.route,
+            self.status,
+            outcome.as_str(),
+            self.start,
+            request_bytes,
+            response_bytes,
+        );
         if outcome == Outcome::UpstreamAborted {
             m.upstream_error("reset");
         }
-        m.duration.observe(self.start.elapsed().as_secs_f64());
-        m.request_bytes
-            .inc_by(self.stats.bytes.load(Ordering::Relaxed));
-        m.response_bytes.inc_by(response_bytes);
         let end = End {
             outcome,
             response_bytes,
@@ -114,36 +117,26 @@ impl Completion {
             ),
             None => (None, [None; 4]),
         };
-        macro_rules! complete {
-            ($level:ident) => {
-                tracing::$level!(
-                    event = "request_complete",
-                    request_id,
-                    provider = &*self.route.provider_name,
-                    method = self.method.as_str(),
-                    path = self.path.as_str(),
-                    status = self.status,
-                    duration_ms,
-                    ttfb_ms = self.ttfb_ms,
-                    request_bytes,
-                    response_bytes = end.response_bytes,
-                    upstream_host = &*self.route.upstream_host,
-                    upstream_protocol = self.upstream_protocol,
-                    outcome,
-                    streamed = self.streamed,
-                    caller = caller_name,
-                    model,
-                    input_tokens = tokens[0],
-                    output_tokens = tokens[1],
-                    cache_read_tokens = tokens[2],
-                    cache_write_tokens = tokens[3],
-                )
-            };
-        }
-        match end.outcome {
-            Outcome::Completed | Outcome::ClientClosed => complete!(info),
-            Outcome::UpstreamAborted | Outcome::IdleTimeout => complete!(warn),
-        }
+        let line = Line {
+            route: &self.route,
+            request_id,
+            method: self.method.as_str(),
+            path: self.path.as_str(),
+            status: self.status,
+            duration_ms,
+            ttfb_ms: Some(self.ttfb_ms),
+            request_bytes,
+            response_bytes: end.response_bytes,
+            upstream_protocol: self.upstream_protocol,
+            outcome,
+            streamed: Some(self.streamed),
+            websocket: None,
+            caller: caller_name,
+            model,
+            tokens,
+        };
+        let warn = matches!(end.outcome, Outcome::UpstreamAborted | Outcome::IdleTimeout);
+        line.log(warn);
         if let Some(log) = &self.route.usage_log {
             let unix_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -164,6 +157,84 @@ impl Completion {
                 "outcome": outcome,
             });
             log.record(line.to_string());
+        }
+    }
+}
+
+/// Counts a finished request (or tunnel) in the provider's metrics.
+pub(crate) fn count(
+    route: &Route,
+    status: u16,
+    outcome: &str,
+    start: Instant,
+    request_bytes: u64,
+    response_bytes: u64,
+) {
+    let m = &route.metrics;
+    m.request(status);
+    m.outcome(outcome);
+    m.duration.observe(start.elapsed().as_secs_f64());
+    m.request_bytes.inc_by(request_bytes);
+    m.response_bytes.inc_by(response_bytes);
+}
+
+/// The `request_complete` line of an HTTP request or a WebSocket tunnel: one shape, fields
+/// that do not apply (`None`) left out.
+pub(crate) struct Line<'a> {
+    pub route: &'a Route,
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub duration_ms: f64,
+    /// Request sent upstream -> response headers (HTTP only).
+    pub ttfb_ms: Option<f64>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub upstream_protocol: &'static str,
+    pub outcome: &'a str,
+    pub streamed: Option<bool>,
+    pub websocket: Option<bool>,
+    pub caller: Option<&'a str>,
+    pub model: Option<&'a str>,
+    /// input, output, cache read, cache write.
+    pub tokens: [Option<u64>; 4],
+}
+
+impl Line<'_> {
+    /// Writes the line (WARN when the stream broke off, else INFO).
+    pub fn log(&self, warn: bool) {
+        macro_rules! complete {
+            ($level:ident) => {
+                tracing::$level!(
+                    event = "request_complete",
+                    request_id = self.request_id,
+                    provider = &*self.route.provider_name,
+                    method = self.method,
+                    path = self.path,
+                    status = self.status,
+                    duration_ms = self.duration_ms,
+                    ttfb_ms = self.ttfb_ms,
+                    request_bytes = self.request_bytes,
+                    response_bytes = self.response_bytes,
+                    upstream_host = &*self.route.upstream_host,
+                    upstream_protocol = self.upstream_protocol,
+                    outcome = self.outcome,
+                    streamed = self.streamed,
+                    websocket = self.websocket,
+                    caller = self.caller,
+                    model = self.model,
+                    input_tokens = self.tokens[0],
+                    output_tokens = self.tokens[1],
+                    cache_read_tokens = self.tokens[2],
+                    cache_write_tokens = self.tokens[3],
+                )
+            };
+        }
+        if warn {
+            complete!(warn);
+        } else {
+            complete!(info);
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum ProxyError {
     },
     /// The process is draining.
     ShuttingDown,
+    /// A listener holds `limits.max_connections` connections: answered by the listener
+    /// itself (`server::admission`) before HTTP parsing, then the connection is closed.
+    Overloaded { max: usize },
     /// A configured rate limit is reached.
     RateLimited(crate::policy::ratelimit::Limited),
     /// `callers:` is configured and the request presented no matching token.
@@ -51,7 +54,9 @@ impl ProxyError {
             ProxyError::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ShuttingDown | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UnauthorizedCaller => StatusCode::UNAUTHORIZED,
             ProxyError::NotAllowed(_) => StatusCode::FORBIDDEN,
@@ -69,6 +74,7 @@ impl ProxyError {
             ProxyError::Timeout(_) => "upstream_timeout",
             ProxyError::Busy { .. } => "upstream_busy",
             ProxyError::ShuttingDown => "shutting_down",
+            ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::RateLimited(_) => "rate_limit_error",
             ProxyError::UnauthorizedCaller => "unauthorized_caller",
             ProxyError::NotAllowed(_) => "not_allowed",
@@ -92,6 +98,7 @@ impl ProxyError {
                 | ProxyError::Timeout(_)
                 | ProxyError::Busy { .. }
                 | ProxyError::ShuttingDown
+                | ProxyError::Overloaded { .. }
                 | ProxyError::RateLimited(_)
                 | ProxyError::BudgetExhausted { .. }
         )
@@ -126,6 +133,9 @@ impl ProxyError {
                 crate::config::show_duration(*waited)
             ),
             ProxyError::ShuttingDown => "llm-keyproxy is shutting down; retry on a new connection".into(),
+            ProxyError::Overloaded { max } => format!(
+                "llm-keyproxy already holds {max} connections on the {provider} listener (limits.max_connections); retry shortly"
+            ),
             ProxyError::UnauthorizedCaller => "this proxy requires a caller token: present it where the SDK puts its API key (Authorization: Bearer, x-api-key or x-goog-api-key)".into(),
             ProxyError::NotAllowed(why) => why.clone(),
             ProxyError::BudgetExhausted { scope, spent } => match spent.retry_after {
@@ -152,6 +162,30 @@ impl ProxyError {
             }
         });
         Bytes::from(body.to_string())
+    }
+
+    /// The whole answer as HTTP/1.1 bytes, for a listener that answers before any HTTP parsing
+    /// (a connection over `limits.max_connections`).
+    pub fn into_http1_bytes(self, provider: &str) -> Vec<u8> {
+        let body = self.body(provider);
+        let request_id = crate::proxy::headers::request_id(&http::HeaderMap::new());
+        let resp = self.into_response(provider, &request_id);
+        let status = resp.status();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .into_bytes();
+        for (name, value) in resp.headers() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        out.extend_from_slice(&body);
+        out
     }
 
     /// The whole response, with `x-request-id` echoed.
@@ -184,6 +218,10 @@ impl ProxyError {
             ProxyError::Busy { .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            ProxyError::Overloaded { .. } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             ProxyError::BudgetExhausted { spent, .. } => {
                 if let Some(after) = spent.retry_after {
                     h.insert(header::RETRY_AFTER, HeaderValue::from(after.max(1)));
@@ -214,5 +252,29 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&e.body("x")).unwrap();
         assert_eq!(v["error"]["message"], "upstream unavailable: badthing");
         assert_eq!(v["error"]["retryable"], true);
+    }
+
+    #[test]
+    fn overloaded_answer_is_a_whole_http1_response() {
+        let bytes = ProxyError::Overloaded { max: 7 }.into_http1_bytes("openai");
+        let text = String::from_utf8(bytes).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert!(head.contains("\r\nretry-after: 1"), "{head}");
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}", body.len())),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["type"], "overloaded");
+        assert_eq!(v["error"]["retryable"], true);
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("7 connections"));
     }
 }

@@ -228,26 +228,26 @@ impl Tunnel {
             Ok(bytes) => ("completed", bytes),
             Err(why) => (why, (0, 0)),
         };
-        let m = &self.route.metrics;
-        m.request(101);
-        m.outcome(outcome);
-        m.duration.observe(self.start.elapsed().as_secs_f64());
-        m.request_bytes.inc_by(sent);
-        m.response_bytes.inc_by(received);
-        tracing::info!(
-            event = "request_complete",
-            request_id = self.request_id.to_str().unwrap_or(""),
-            provider = self.route.provider.name.as_str(),
-            method = self.method.as_str(),
-            path = self.path.as_str(),
-            status = 101u16,
-            websocket = true,
+        let route = &self.route;
+        super::completion::count(route, 101, outcome, self.start, sent, received);
+        super::completion::Line {
+            route,
+            request_id: self.request_id.to_str().unwrap_or(""),
+            method: self.method.as_str(),
+            path: self.path.as_str(),
+            status: 101,
+            duration_ms: (self.start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            ttfb_ms: None,
+            request_bytes: sent,
+            response_bytes: received,
+            upstream_protocol: "http1.1",
             outcome,
-            request_bytes = sent,
-            response_bytes = received,
-            duration_ms = (self.start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
-            upstream_host = self.route.provider.host.as_str(),
-            upstream_protocol = "http1.1",
-        );
+            streamed: None,
+            websocket: Some(true),
+            caller: None,
+            model: None,
+            tokens: [None; 4],
+        }
+        .log(false);
     }
 }

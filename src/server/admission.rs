@@ -323,26 +323,10 @@ impl RefusalLog {
     }
 }
 
-/// The whole answer to a connection over `limits.max_connections`: the JSON error shape of
-/// docs/design.md §5, type `overloaded`, then close.
+/// The whole answer to a connection over `limits.max_connections`: `ProxyError::Overloaded`
+/// (503, type `overloaded`), then close.
 fn overloaded(name: &str, max: usize) -> Vec<u8> {
-    let body = serde_json::json!({
-        "error": {
-            "type": "overloaded",
-            "message": format!(
-                "llm-keyproxy already holds {max} connections on the {name} listener (limits.max_connections); retry shortly"
-            ),
-            "provider": name,
-            "retryable": true,
-        }
-    })
-    .to_string();
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nx-request-id: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len(),
-        uuid::Uuid::new_v4(),
-    )
-    .into_bytes()
+    crate::proxy::error::ProxyError::Overloaded { max }.into_http1_bytes(name)
 }
 
 /// Sends `answer`, closes our side, and reads what the client sent until it closes too (so
