@@ -92,7 +92,7 @@ pub struct RateLimiter {
 
 /// Current use, for `/health`.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct Usage {
+pub struct WindowUsage {
     pub requests_last_minute: u64,
     pub requests_last_hour: u64,
     pub bytes_last_minute: u64,
@@ -162,15 +162,15 @@ impl RateLimiter {
         Ok(())
     }
 
-    pub fn usage(&self) -> Usage {
+    pub fn usage(&self) -> WindowUsage {
         let secs = self.start.elapsed().as_secs();
         match self.windows.lock() {
-            Ok(w) => Usage {
+            Ok(w) => WindowUsage {
                 requests_last_minute: w.per_second.sum(secs),
                 requests_last_hour: w.per_minute.sum(secs / 60),
                 bytes_last_minute: w.bytes.sum(secs),
             },
-            Err(_) => Usage {
+            Err(_) => WindowUsage {
                 requests_last_minute: 0,
                 requests_last_hour: 0,
                 bytes_last_minute: 0,

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::plan::Limits;
 use crate::proxy::body::{BoxError, ProxyBody};
-use crate::server::admission::{Admission, Load, Refusals};
+use crate::server::admission::{Admission, Load, Refusals, Seat};
 
 /// A socket could not be bound; names the listener.
 #[derive(Debug, thiserror::Error)]
@@ -158,21 +158,7 @@ pub async fn serve<S, F>(
     S::Future: Send + 'static,
 {
     let header_bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
-    let mut http1 = http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // The read buffer: a request head that does not fit is answered 431.
-        .max_buf_size(header_bytes);
-    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-        http1.max_headers(limits.max_headers);
-    }
-    let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let builders = Arc::new((http1, http2));
+    let builders = Arc::new(builders(&limits));
     let mut refusals = Refusals::default();
     let mut accepted_since_yield = 0;
     loop {
@@ -191,9 +177,7 @@ pub async fn serve<S, F>(
             }
         };
         let load = Load::new();
-        let idle_rx = load.clone();
-        let opened = Instant::now();
-        let Some(mut seat) = admission.admit(&load) else {
+        let Some(seat) = admission.admit(&load) else {
             refusals.refuse(stream, &name, admission.max());
             continue;
         };
@@ -203,59 +187,18 @@ pub async fn serve<S, F>(
             crate::proxy::websocket::WithShutdown::new(make_service(), drain.signal.clone());
         let service = Tracked {
             inner: service,
-            load,
+            load: load.clone(),
             max_head: header_bytes,
         };
-        let mut handle = drain.clone();
-        let (first, next) = (limits.header_read_timeout, limits.keep_alive_timeout);
-        let builders = builders.clone();
-        tokio::spawn(async move {
-            // Which protocol: HTTP/1.1 unless the client opens with the h2 preface (h2c).
-            let sniffed = tokio::select! {
-                p = sniff(&stream) => p,
-                _ = handle.draining() => None,
-                _ = idle(idle_rx.clone(), first, next, opened) => None,
-                _ = seat.evicted() => None,
-            };
-            // Closed, nothing sent before draining / the header timeout, or evicted: the seat
-            // and the drain handle go with this task.
-            let Some(h2c) = sniffed else {
-                return;
-            };
-            let (http1, http2) = &*builders;
-            let io = TokioIo::new(stream);
-            let mut conn = pin!(if h2c {
-                Conn::H2 {
-                    conn: http2.serve_connection(io, service),
-                }
-            } else {
-                Conn::H1 {
-                    conn: http1.serve_connection(io, service).with_upgrades(),
-                }
-            });
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = handle.draining() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-                _ = idle(idle_rx.clone(), first, next, opened) => {
-                    // No request in flight: HTTP/1.1 closes now, h2c sends GOAWAY. A peer that
-                    // stalls the h2 GOAWAY handshake (never acks its PING) is cut after another
-                    // idle period.
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = idle(idle_rx, first, next, Instant::now()) => {}
-                        _ = seat.evicted() => {}
-                    }
-                }
-                // Room for a newer connection (admin listener): closed at once, mid-head too.
-                _ = seat.evicted() => {}
-            }
-            drop(handle);
-            drop(seat);
-        });
+        let connection = Connection {
+            stream,
+            load,
+            seat,
+            drain: drain.clone(),
+            timeouts: (limits.header_read_timeout, limits.keep_alive_timeout),
+            opened: Instant::now(),
+        };
+        tokio::spawn(connection.serve(service, builders.clone()));
         accepted_since_yield += 1;
         if admission.evicts() && accepted_since_yield >= EVICTING_YIELD_EVERY {
             // Let new connections read their heads before more accepts: a connection that is
@@ -290,6 +233,102 @@ async fn sniff(stream: &TcpStream) -> Option<bool> {
         }
         // A prefix of the preface: wait for the rest (bounded by the idle timer around us).
         tokio::time::sleep(SNIFF_RETRY).await;
+    }
+}
+
+/// hyper's HTTP/1.1 and h2c connection builders, bounded by `limits`.
+fn builders(limits: &Limits) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+    let header_bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // The read buffer: a request head that does not fit is answered 431.
+        .max_buf_size(header_bytes);
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        http1.max_headers(limits.max_headers);
+    }
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    (http1, http2)
+}
+
+/// One accepted client connection and what bounds it.
+struct Connection {
+    stream: TcpStream,
+    load: Arc<Load>,
+    /// Its place under the listener's connection cap (given back when dropped).
+    seat: Seat,
+    drain: DrainHandle,
+    /// `header_read_timeout` (before the first request), `keep_alive_timeout` (after).
+    timeouts: (Duration, Duration),
+    opened: Instant,
+}
+
+impl Connection {
+    /// Sniffs the protocol, then serves the connection until it ends, drains, idles out or is
+    /// evicted.
+    async fn serve<S>(
+        mut self,
+        service: Tracked<crate::proxy::websocket::WithShutdown<S>>,
+        builders: Arc<(http1::Builder, http2::Builder<TokioExecutor>)>,
+    ) where
+        S: Service<
+                hyper::Request<Incoming>,
+                Response = hyper::Response<ProxyBody>,
+                Error = std::convert::Infallible,
+            > + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let (first, next) = self.timeouts;
+        let opened = self.opened;
+        // Which protocol: HTTP/1.1 unless the client opens with the h2 preface (h2c).
+        let sniffed = tokio::select! {
+            p = sniff(&self.stream) => p,
+            _ = self.drain.draining() => None,
+            _ = idle(self.load.clone(), first, next, opened) => None,
+            _ = self.seat.evicted() => None,
+        };
+        // Closed, nothing sent before draining / the header timeout, or evicted: the seat
+        // and the drain handle go with this task.
+        let Some(h2c) = sniffed else {
+            return;
+        };
+        let (http1, http2) = &*builders;
+        let io = TokioIo::new(self.stream);
+        let mut conn = pin!(if h2c {
+            Conn::H2 {
+                conn: http2.serve_connection(io, service),
+            }
+        } else {
+            Conn::H1 {
+                conn: http1.serve_connection(io, service).with_upgrades(),
+            }
+        });
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = self.drain.draining() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+            _ = idle(self.load.clone(), first, next, opened) => {
+                // No request in flight: HTTP/1.1 closes now, h2c sends GOAWAY. A peer that
+                // stalls the h2 GOAWAY handshake (never acks its PING) is cut after another
+                // idle period.
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = idle(self.load, first, next, Instant::now()) => {}
+                    _ = self.seat.evicted() => {}
+                }
+            }
+            // Room for a newer connection (admin listener): closed at once, mid-head too.
+            _ = self.seat.evicted() => {}
+        }
     }
 }
 
