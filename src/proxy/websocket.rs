@@ -107,13 +107,50 @@ pub(crate) async fn open(
     info: &RequestInfo,
     active: Active,
 ) -> Result<Opened, ProxyError> {
-    let provider = &route.provider;
-    let connector = route.websocket.clone();
     let shutdown = req.extensions_mut().remove::<Shutdown>();
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
+    let up = upgrade_request(route, parts.headers, pq, info)?;
+    let mut resp = match tokio::time::timeout(route.limits.request_timeout, send(route, up)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(ProxyError::Timeout(route.limits.request_timeout)),
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Opened::Refused(resp, active));
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    headers::to_client(&mut parts.headers, &info.request_id);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts
+        .headers
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let tunnel = Tunnel {
+        _open: Active::new(&route.metrics.websocket_tunnels),
+        route: route.clone(),
+        request_id: info.request_id.clone(),
+        method: info.method.clone(),
+        path: info.path.clone(),
+        start: info.start,
+        _active: active,
+    };
+    tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade, shutdown));
+    Ok(Opened::Switched(Response::from_parts(
+        parts,
+        ProxyBody::Full(None),
+    )))
+}
 
-    let mut headers = parts.headers;
+/// The upgrade as the upstream sees it: the same header rules and key as any request.
+fn upgrade_request(
+    route: &Route,
+    mut headers: http::HeaderMap,
+    pq: &PathAndQuery,
+    info: &RequestInfo,
+) -> Result<Request<Empty<Bytes>>, ProxyError> {
+    let provider = &route.provider;
     headers::to_upstream(&mut headers, provider, &route.key.get(), &info.request_id);
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -132,83 +169,32 @@ pub(crate) async fn open(
         .parse()
         .map_err(|_| unusable())?;
     *up.headers_mut() = headers;
+    Ok(up)
+}
 
-    let host = provider
-        .origin
+/// A dedicated HTTP/1.1 connection (same egress as the pool) carrying the upgrade.
+async fn send(route: &Route, up: Request<Empty<Bytes>>) -> Result<Response<Incoming>, ProxyError> {
+    let origin = &route.provider.origin;
+    let host = origin
         .host()
         .unwrap_or_default()
         .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = provider.origin.port_u16().unwrap_or(443);
-    let sent = tokio::time::timeout(route.limits.request_timeout, async {
-        let io = connector
-            .connect(&host, port)
-            .await
-            .map_err(|c| ProxyError::Unavailable {
-                kind: c.kind(),
-                message: c.to_string(),
-            })?;
-        let io = hyper_util::rt::TokioIo::new(io);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(reset)?;
-        tokio::spawn(conn.with_upgrades());
-        sender.send_request(up).await.map_err(reset)
-    })
-    .await;
-    let mut resp = match sent {
-        Ok(r) => r?,
-        Err(_) => return Err(ProxyError::Timeout(route.limits.request_timeout)),
-    };
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(Opened::Refused(resp, active));
-    }
-    let upstream_upgrade = hyper::upgrade::on(&mut resp);
-    let (mut parts, _) = resp.into_parts();
-    headers::to_client(&mut parts.headers, &info.request_id);
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    parts
-        .headers
-        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-
-    let tunnel = Tunnel {
-        _open: Active::new(&route.metrics.websocket_tunnels),
-        route: route.clone(),
-        request_id: info.request_id.clone(),
-        method: info.method.clone(),
-        path: info.path.clone(),
-        start: info.start,
-        _active: active,
-    };
-    tokio::spawn(async move {
-        let run = async {
-            let (client, upstream) =
-                tokio::try_join!(client_upgrade, upstream_upgrade).map_err(|_| "upgrade_failed")?;
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            tokio::io::copy_bidirectional(&mut client, &mut upstream)
-                .await
-                .map_err(|_| "aborted")
-        };
-        let stop = async {
-            match shutdown {
-                Some(s) => s.closed().await,
-                None => std::future::pending().await,
-            }
-        };
-        let result = tokio::select! {
-            r = run => r,
-            _ = stop => Err("shutdown"),
-        };
-        tunnel.finish(result);
-    });
-    Ok(Opened::Switched(Response::from_parts(
-        parts,
-        ProxyBody::Full(None),
-    )))
+        .trim_end_matches(']');
+    let port = origin.port_u16().unwrap_or(443);
+    let io = route
+        .websocket
+        .connect(host, port)
+        .await
+        .map_err(|c| ProxyError::Unavailable {
+            kind: c.kind(),
+            message: c.to_string(),
+        })?;
+    let io = hyper_util::rt::TokioIo::new(io);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(reset)?;
+    tokio::spawn(conn.with_upgrades());
+    sender.send_request(up).await.map_err(reset)
 }
 
 /// What the `request_complete` line of a tunnel needs.
@@ -223,6 +209,35 @@ struct Tunnel {
 }
 
 impl Tunnel {
+    /// Copies both ways until either side closes or the proxy's drain ends the tunnel.
+    async fn run(
+        self,
+        client: hyper::upgrade::OnUpgrade,
+        upstream: hyper::upgrade::OnUpgrade,
+        shutdown: Option<Shutdown>,
+    ) {
+        let copy = async {
+            let (client, upstream) =
+                tokio::try_join!(client, upstream).map_err(|_| "upgrade_failed")?;
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                .await
+                .map_err(|_| "aborted")
+        };
+        let stop = async {
+            match shutdown {
+                Some(s) => s.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            r = copy => r,
+            _ = stop => Err("shutdown"),
+        };
+        self.finish(result);
+    }
+
     fn finish(self, result: Result<(u64, u64), &'static str>) {
         let (outcome, (sent, received)) = match result {
             Ok(bytes) => ("completed", bytes),
