@@ -1,9 +1,15 @@
 //! The request path as named steps (docs/design.md §5):
 //!
 //! ```text
-//! client ─▶ request_id ─▶ check_target ─▶ check_configured ─▶ check_declared_size
-//!        ─▶ upstream_request (strip, inject, rewrite path) ─▶ send (pool, timeout)
-//!        ─▶ client_response (hop-by-hop out, body streamed frame by frame) ─▶ client
+//! client ─▶ handle: /health, /reflect answered locally; request id (5.1)
+//!        ─▶ admit: draining? ─▶ check_target (5.2) ─▶ check_caller ─▶ key configured?
+//!                  ─▶ allow-list ─▶ check_declared_size (5.4) ─▶ rate limit ─▶ budgets
+//!        ─▶ WebSocket upgrade? websocket::open (5.7), tunnelled
+//!        ─▶ request_body (streamed and capped; read first only for a model allow-list)
+//!        ─▶ upstream_request (5.3: strip, inject, rewrite path)
+//!        ─▶ send (5.5: the worker's pool, request_timeout)
+//!        ─▶ client_response (5.6: hop-by-hop out, body streamed frame by frame) ─▶ client
+//!        ─▶ completion (when the body ends: metrics, usage, budgets, request_complete)
 //! ```
 //!
 //! Every failure is a `ProxyError` answered as JSON and logged as `request_error`; answers that
@@ -98,39 +104,19 @@ async fn forward(
     info: &RequestInfo,
     active: Active,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if route.draining.load(Ordering::Relaxed) {
-        return Err(ProxyError::ShuttingDown);
-    }
-    let path_and_query = check_target(&req)?;
-    let websocket = websocket::requested(&req)?;
-    let caller = check_caller(route, &req)?;
-    let credential = route.key.get();
-    if matches!(credential, Credential::Missing(_)) {
-        return Err(ProxyError::NotConfigured);
-    }
-    if let Some(rules) = &route.provider.allow {
-        crate::policy::access::check_allowed(
-            rules,
-            req.method(),
-            path_and_query.path(),
-            &route.provider.name,
-        )
-        .map_err(ProxyError::NotAllowed)?;
-    }
-    let declared = check_declared_size(&req, route.limits.max_request_body)?;
-    if let Some(limiter) = &route.limiter {
-        limiter.check(declared).map_err(ProxyError::RateLimited)?;
-    }
-    check_budgets(route, caller)?;
+    let admitted = admit(route, &req)?;
     // WebSocket upgrades (docs/design.md §5.7) are tunnelled, not proxied request by request.
-    if websocket {
-        return match websocket::open(route, req, &path_and_query, info, active).await? {
+    if admitted.websocket {
+        let pq = &admitted.path_and_query;
+        return match websocket::open(route, req, pq, info, active).await? {
             websocket::Opened::Switched(resp) => Ok(resp),
             websocket::Opened::Refused(resp, active) => {
                 let ttfb = info.start.elapsed();
+                let resp = resp.map(UpstreamBody::from);
+                let caller = admitted.caller;
                 Ok(client_response(
                     route,
-                    resp.map(UpstreamBody::from),
+                    resp,
                     info,
                     Arc::default(),
                     active,
@@ -140,54 +126,105 @@ async fn forward(
             }
         };
     }
-
     let stats = Arc::new(RequestStats::default());
     let (parts, body) = req.into_parts();
-    let body = match &route.provider.models {
+    let body = request_body(route, body, &stats).await?;
+    let upstream_req = upstream_request(route, parts, body, &admitted, &info.request_id)?;
+    let sent_at = Instant::now();
+    let resp = send(route, upstream_req, &stats).await?;
+    let ttfb = sent_at.elapsed();
+    route.metrics.ttfb.observe(ttfb.as_secs_f64());
+    Ok(client_response(
+        route,
+        resp,
+        info,
+        stats,
+        active,
+        ttfb,
+        admitted.caller,
+    ))
+}
+
+/// What the checks of steps 1-4 found for a request they let through.
+struct Admitted {
+    path_and_query: PathAndQuery,
+    websocket: bool,
+    caller: Option<usize>,
+    credential: Credential,
+}
+
+/// Steps 1-4: every check that can refuse a request before the upstream is contacted.
+fn admit(route: &Route, req: &Request<Incoming>) -> Result<Admitted, ProxyError> {
+    if route.draining.load(Ordering::Relaxed) {
+        return Err(ProxyError::ShuttingDown);
+    }
+    let path_and_query = check_target(req)?;
+    let websocket = websocket::requested(req)?;
+    let caller = check_caller(route, req)?;
+    let credential = route.key.get();
+    if matches!(credential, Credential::Missing(_)) {
+        return Err(ProxyError::NotConfigured);
+    }
+    if let Some(rules) = &route.provider.allow {
+        let (method, path) = (req.method(), path_and_query.path());
+        crate::policy::access::check_allowed(rules, method, path, &route.provider.name)
+            .map_err(ProxyError::NotAllowed)?;
+    }
+    let declared = check_declared_size(req, route.limits.max_request_body)?;
+    if let Some(limiter) = &route.limiter {
+        limiter.check(declared).map_err(ProxyError::RateLimited)?;
+    }
+    check_budgets(route, caller)?;
+    Ok(Admitted {
+        path_and_query,
+        websocket,
+        caller,
+        credential,
+    })
+}
+
+/// Step 4b: the body, streamed and capped; read first (bounded by the cap) only when a model
+/// allow-list must look at it.
+async fn request_body(
+    route: &Route,
+    body: Incoming,
+    stats: &Arc<RequestStats>,
+) -> Result<RequestBody, ProxyError> {
+    let cap = route.limits.max_request_body;
+    match &route.provider.models {
         Some(models) if !http_body::Body::is_end_stream(&body) => {
-            let bytes = read_capped(body, route.limits.max_request_body).await?;
+            let bytes = read_capped(body, cap).await?;
             crate::policy::access::check_model(models, &bytes, &route.provider.name)
                 .map_err(ProxyError::NotAllowed)?;
-            RequestBody::buffered(bytes, stats.clone())
+            Ok(RequestBody::buffered(bytes, stats.clone()))
         }
-        _ => RequestBody::new(body, route.limits.max_request_body, stats.clone()),
-    };
-    let upstream_req = upstream_request(
-        route,
-        parts,
-        body,
-        &path_and_query,
-        &credential,
-        &info.request_id,
-    )?;
-    let sent_at = Instant::now();
+        _ => Ok(RequestBody::new(body, cap, stats.clone())),
+    }
+}
+
+/// Step 5: the worker's pool sends it, within `request_timeout` for the response headers.
+/// A failure is first the body's (cut at the cap: 413; malformed: 400), then the upstream's.
+async fn send(
+    route: &Route,
+    req: Request<RequestBody>,
+    stats: &RequestStats,
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let pool = route.pool().ok_or_else(|| ProxyError::Unavailable {
         kind: "connect",
         message: "no upstream pool on this thread".into(),
     })?;
-    let sent = tokio::time::timeout(route.limits.request_timeout, pool.send(upstream_req)).await;
-    let resp = match sent {
-        Ok(Ok(resp)) => resp,
-        // The body cap decides first: the send failed because we cut the body.
-        _ if stats.too_large.load(Ordering::Relaxed) => {
-            return Err(ProxyError::TooLarge {
-                limit: route.limits.max_request_body,
-            })
-        }
-        // Then the client's own body: malformed framing or cut short is a 400, not a 502.
-        _ if stats.client_failed.load(Ordering::Relaxed) => {
-            return Err(ProxyError::InvalidRequest(
-                "the request body is malformed (e.g. an invalid chunk size) or ended early".into(),
-            ))
-        }
-        Ok(Err(err)) => return Err(classify(err)),
-        Err(_) => return Err(ProxyError::Timeout(route.limits.request_timeout)),
-    };
-    let ttfb = sent_at.elapsed();
-    route.metrics.ttfb.observe(ttfb.as_secs_f64());
-    Ok(client_response(
-        route, resp, info, stats, active, ttfb, caller,
-    ))
+    let sent = tokio::time::timeout(route.limits.request_timeout, pool.send(req)).await;
+    match sent {
+        Ok(Ok(resp)) => Ok(resp),
+        _ if stats.too_large.load(Ordering::Relaxed) => Err(ProxyError::TooLarge {
+            limit: route.limits.max_request_body,
+        }),
+        _ if stats.client_failed.load(Ordering::Relaxed) => Err(ProxyError::InvalidRequest(
+            "the request body is malformed (e.g. an invalid chunk size) or ended early".into(),
+        )),
+        Ok(Err(err)) => Err(classify(err)),
+        Err(_) => Err(ProxyError::Timeout(route.limits.request_timeout)),
+    }
 }
 
 /// Step 2: origin-form only; the upstream host is fixed by config.
@@ -282,10 +319,10 @@ fn upstream_request(
     route: &Route,
     mut parts: http::request::Parts,
     body: RequestBody,
-    pq: &PathAndQuery,
-    credential: &Credential,
+    admitted: &Admitted,
     request_id: &HeaderValue,
 ) -> Result<Request<RequestBody>, ProxyError> {
+    let (pq, credential) = (&admitted.path_and_query, &admitted.credential);
     let provider = &route.provider;
     let path = headers::upstream_path(provider, pq.path(), pq.query());
     let unusable = || ProxyError::InvalidRequest("the request path cannot be forwarded".into());
