@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llm-keyproxy side by side with nginx and HAProxy (Debian's packages) and AWF's Node.js
-# api-proxy sidecar (vendored in benches/node-peer), in one run.
+# api-proxy sidecar (from a checkout of AWF: see --awf-checkout), in one run.
 #
 # Installs nginx-light and haproxy when missing (apt-get, as root), builds the release binaries,
 # starts the TLS mock upstream (the `mock-upstream` binary) on a fixed loopback port, writes
@@ -10,20 +10,28 @@
 # 10 MiB body cap; one worker process / thread per core), then runs `cargo bench --bench load`
 # with all of them as targets and prints one table: direct, llm-keyproxy, nginx, haproxy, node,
 # each with its ratio to direct, and llm-keyproxy's ratio to the best peer. The node peer is AWF's
-# sidecar, unmodified, its npm dependencies installed with `npm ci` into target/node-peer/ on
-# first use (benches/peers.sh start_node_peer and benches/node-peer/README.md: how it is run, and
-# how it differs). Everything listens on 127.0.0.1; every process started here is stopped on
-# exit.
+# sidecar, unmodified, run from an AWF checkout's containers/api-proxy/ with our
+# benches/node-peer/bench-shim.js preloaded, its npm dependencies installed with `npm ci` into
+# target/node-peer/ on first use (benches/peers.sh start_node_peer and
+# benches/node-peer/README.md: how it is run, and how it differs). Without a checkout it fetches
+# github/gh-aw-firewall at the pinned commit (AWF_COMMIT in benches/peers.sh) into target/awf/;
+# where that fails (no network) the node column is left out, with a note in the report. Everything
+# listens on 127.0.0.1; every process started here is stopped on exit.
 #
-# Usage: benches/compare.sh [--docs] [--serve] [--no-build]
+# Usage: benches/compare.sh [--docs] [--serve] [--no-build] [--awf-checkout PATH]
 #   --docs      also copy the results and the chart to docs/benchmarks-results.json and
 #               docs/benchmarks.svg
 #   --serve     start the mock and the peers, print their addresses and wait (Ctrl-C to
 #               stop): for trying them with curl or profiling them; no bench
 #   --no-build  skip the explicit builds (`cargo bench` still rebuilds what changed)
+#   --awf-checkout PATH
+#               a checkout of github/gh-aw-firewall (any commit; the sidecar is its
+#               containers/api-proxy/) for the node peer; same as KEYPROXY_AWF_CHECKOUT=PATH
 # Env:     KEYPROXY_BENCH_QUICK=1   the seconds-long smoke variant of every scenario
-#          KEYPROXY_BENCH_NODE=0    without the node peer (skipped anyway, with a message, when
-#                                   node / npm are missing or npm ci fails)
+#          KEYPROXY_AWF_CHECKOUT    see --awf-checkout
+#          KEYPROXY_BENCH_NODE=0    without the node peer (left out anyway, with a note, when
+#                                   there is no AWF checkout and none can be fetched, when
+#                                   node / npm are missing, or when npm ci fails)
 #          COMPARE_MOCK_PORT / COMPARE_NGINX_PORT / COMPARE_HAPROXY_PORT / COMPARE_NODE_PORT
 #                                   (18443 / 18080 / 18081 / 18082)
 #          COMPARE_KEEP=1           keep the temp dir (configs, logs) for inspection
@@ -39,14 +47,22 @@ source benches/peers.sh
 started=$(date +%s)
 
 docs=0 serve=0 build=1
-for arg in "$@"; do
-    case $arg in
+awf_checkout=${KEYPROXY_AWF_CHECKOUT:-}
+while (($#)); do
+    case $1 in
         --docs) docs=1 ;;
         --serve) serve=1 ;;
         --no-build) build=0 ;;
-        -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
-        *) echo "compare.sh: unknown argument $arg" >&2; exit 2 ;;
+        --awf-checkout)
+            (($# >= 2)) || { echo "compare.sh: --awf-checkout needs a PATH" >&2; exit 2; }
+            awf_checkout=$2
+            shift
+            ;;
+        --awf-checkout=*) awf_checkout=${1#*=} ;;
+        -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
+        *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
+    shift
 done
 
 MOCK_PORT=${COMPARE_MOCK_PORT:-18443}
@@ -62,12 +78,29 @@ log() { echo "==> $*" >&2; }
 install_peers
 NGINX_VERSION=$(nginx -v 2>&1 | sed 's|.*nginx/||')
 HAPROXY_VERSION=$(haproxy -v | awk 'NR == 1 {print $3}')
+# The node peer: AWF's sidecar from the checkout given, else from the pinned commit fetched
+# into target/awf/ (once); without either, no node column and a note saying why.
+NODE_PEER_SKIPPED=""
 if [[ $node_peer == 1 ]]; then
-    if install_node_peer; then
+    if [[ -n $awf_checkout ]]; then
+        if [[ ! -f $awf_checkout/containers/api-proxy/server.js ]]; then
+            echo "compare.sh: $awf_checkout has no containers/api-proxy/server.js: not a checkout of github/gh-aw-firewall" >&2
+            exit 2
+        fi
+        sidecar=$(cd "$awf_checkout/containers/api-proxy" && pwd)
+        awf_rev=$(git -C "$sidecar" rev-parse --short=7 HEAD 2>/dev/null || echo "unknown commit")
+    elif fetch_awf "$ROOT/target/awf/$AWF_COMMIT"; then
+        sidecar=$ROOT/target/awf/$AWF_COMMIT/containers/api-proxy
+        awf_rev=${AWF_COMMIT:0:7}
+    else
+        node_peer=0
+    fi
+    if [[ $node_peer == 1 ]] && install_node_peer "$sidecar"; then
         NODE_VERSION=$(node --version)
     else
-        echo "compare.sh: skipping the node peer" >&2
         node_peer=0
+        NODE_PEER_SKIPPED="node (AWF's Node.js api-proxy sidecar): left out of this run: $NODE_PEER_SKIPPED; pass an AWF checkout with --awf-checkout PATH or KEYPROXY_AWF_CHECKOUT (docs/benchmarks.md keeps the figures measured with it)"
+        echo "compare.sh: $NODE_PEER_SKIPPED" >&2
     fi
 else
     echo "compare.sh: KEYPROXY_BENCH_NODE=0: no node peer" >&2
@@ -147,13 +180,16 @@ if [[ $node_peer == 1 ]]; then
     peer_pids+=",node=$NODE_PID"
     names+=", node"
     pids+=("$NODE_PID")
-    note+=", node: AWF's api-proxy sidecar on Node $NODE_VERSION (one process, HTTP/1.1 upstream through Node's keep-alive globalAgent, direct: no Squid hop; buffers each request body; its JSON log lines to a file)"
+    note+=", node: AWF's api-proxy sidecar ($awf_rev) on Node $NODE_VERSION (one process, HTTP/1.1 upstream through Node's keep-alive globalAgent, direct: no Squid hop; buffers each request body; about six JSON log lines per request to a file)"
     # It checks the body's size as the body arrives, not the declared content-length.
     late_413=node
 fi
 
 nginx_workers=$(pgrep -c -P "$NGINX_PID" || true)
 note=${note/NGINX_WORKERS/$nginx_workers}
+note+="; llm-keyproxy: $CORES workers (one per core, each a current-thread runtime with its own upstream pool); each logs one line per request to a file"
+# One note per line in the report.
+if [[ -n $NODE_PEER_SKIPPED ]]; then note+=$'\n'"$NODE_PEER_SKIPPED"; fi
 
 if [[ $serve == 1 ]]; then
     echo "mock-upstream  https://127.0.0.1:$MOCK_PORT (CA $DIR/mock-ca.pem, SNI api.openai.com)"
@@ -178,7 +214,7 @@ KEYPROXY_BENCH_LATE_413="$late_413" \
 KEYPROXY_BENCH_MOCK="127.0.0.1:$MOCK_PORT" \
 KEYPROXY_BENCH_MOCK_CA="$DIR/mock-ca.pem" \
 KEYPROXY_BENCH_KEY="$KEY" \
-KEYPROXY_BENCH_NOTE="$note; llm-keyproxy: $CORES workers (one per core, each a current-thread runtime with its own upstream pool); each logs one line per request to a file (node: about six)" \
+KEYPROXY_BENCH_NOTE="$note" \
     cargo bench -q --bench load 2>&1 | tee target/bench-compare.txt
 bench_rc=${PIPESTATUS[0]}
 set -e

@@ -39,15 +39,45 @@ install_peers() {
     return $rc
 }
 
-# install_node_peer: the npm dependencies of AWF's Node.js api-proxy sidecar, vendored unmodified
-# in benches/node-peer (see its README.md): `npm ci --omit=dev` from its package-lock.json (as
-# its Dockerfile does) into target/node-peer/<lock hash>/, reused while the lock file is
-# unchanged (never committed). Sets NODE_PEER_MODULES. Returns 1 with a message when node or npm
-# is missing or the install fails.
+# The node peer is AWF's api-proxy sidecar (github/gh-aw-firewall, containers/api-proxy/), run
+# from a checkout of AWF, never from files in this repository (benches/node-peer/README.md).
+# bench-shim.js and the settings below were written against this commit; others may work.
+AWF_REPO=https://github.com/github/gh-aw-firewall.git
+AWF_COMMIT=f550957662089295dd144b0667414f5557b6a84b
+
+# fetch_awf DEST: a shallow clone of AWF_REPO at AWF_COMMIT into DEST (reused when already
+# there). Returns 1 and leaves the reason in NODE_PEER_SKIPPED when git is missing or the fetch
+# fails (no network, say).
+fetch_awf() {
+    local dest=$1 err
+    [[ -f $dest/containers/api-proxy/server.js ]] && return 0
+    if ! command -v git >/dev/null 2>&1; then
+        NODE_PEER_SKIPPED="git not found, so github/gh-aw-firewall could not be fetched"
+        return 1
+    fi
+    echo "==> git fetch $AWF_REPO ${AWF_COMMIT:0:7} (AWF, for the node peer) into $dest" >&2
+    rm -rf "$dest.tmp"
+    mkdir -p "$dest.tmp"
+    if ! err=$(cd "$dest.tmp" && git init -q && GIT_TERMINAL_PROMPT=0 timeout 300 \
+        git fetch -q --depth 1 "$AWF_REPO" "$AWF_COMMIT" 2>&1 && git checkout -q FETCH_HEAD 2>&1) \
+        || [[ ! -f $dest.tmp/containers/api-proxy/server.js ]]; then
+        rm -rf "$dest.tmp"
+        NODE_PEER_SKIPPED="fetching github/gh-aw-firewall at ${AWF_COMMIT:0:7} failed ($(tail -n 1 <<< "${err:-no containers/api-proxy/server.js}"))"
+        return 1
+    fi
+    rm -rf "$dest"
+    mv "$dest.tmp" "$dest"
+}
+
+# install_node_peer SIDECAR: the npm dependencies of AWF's sidecar in the directory SIDECAR (a
+# checkout's containers/api-proxy): `npm ci --omit=dev` from its package-lock.json (as its
+# Dockerfile does) into target/node-peer/<lock hash>/, reused while the lock file is unchanged.
+# Sets NODE_PEER_SRC and NODE_PEER_MODULES. Returns 1 and leaves the reason in
+# NODE_PEER_SKIPPED when node or npm is missing or the install fails.
 install_node_peer() {
-    local src=benches/node-peer hash dir
+    local src=$1 hash dir
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-        echo "${0##*/}: node or npm not found: no node peer" >&2
+        NODE_PEER_SKIPPED="node or npm not found"
         return 1
     fi
     hash=$(sha256sum "$src/package-lock.json" | cut -c1-16)
@@ -59,31 +89,33 @@ install_node_peer() {
         cp "$src/package.json" "$src/package-lock.json" "$dir.tmp/"
         if ! (cd "$dir.tmp" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >&2); then
             rm -rf "$dir.tmp"
-            echo "${0##*/}: npm ci failed: no node peer" >&2
+            NODE_PEER_SKIPPED="npm ci failed for $src/package-lock.json"
             return 1
         fi
         rm -rf "$dir"
         mv "$dir.tmp" "$dir"
     fi
+    NODE_PEER_SRC=$src
     NODE_PEER_MODULES=$dir/node_modules
 }
 
-# start_node_peer DIR PORT MOCK_PORT KEY: AWF's sidecar (benches/node-peer/server.js, unmodified)
-# with only its OpenAI provider configured (OPENAI_API_KEY=KEY), preloading bench-shim.js, which
-# moves its hard-coded listener 0.0.0.0:10000 to 127.0.0.1:PORT (its stub listeners 10001-10004
-# to free loopback ports) and dials its TLS connections for api.openai.com:443 to
-# 127.0.0.1:MOCK_PORT, SNI and certificate check still for api.openai.com against DIR/mock-ca.pem
-# (NODE_EXTRA_CA_CERTS). No HTTPS_PROXY: AWF points it at Squid; here it goes direct, so Node's
-# https.globalAgent (keep-alive) pools the upstream connections. A clean environment (env -i),
-# so no proxy or OTEL variable of this shell leaks in. Its logs as in AWF: JSON lines on stdout
-# (DIR/node.log), and its files in /var/log/api-proxy (otel.jsonl, token-usage.jsonl,
-# models.json, ...): as root, a private mount namespace binds DIR/node-varlog over /var/log
-# (AWF mounts a host directory there); otherwise the env vars it has move all but otel.jsonl
-# (a hard-coded path, best-effort: not written then). Needs install_node_peer first. The pid
-# left in BG_PID is node's (env, unshare and sh exec it).
+# start_node_peer DIR PORT MOCK_PORT KEY: AWF's sidecar (NODE_PEER_SRC/server.js, unmodified)
+# with only its OpenAI provider configured (OPENAI_API_KEY=KEY), preloading our
+# benches/node-peer/bench-shim.js, which moves its hard-coded listener 0.0.0.0:10000 to
+# 127.0.0.1:PORT (its stub listeners 10001-10004 to free loopback ports) and dials its TLS
+# connections for api.openai.com:443 to 127.0.0.1:MOCK_PORT, SNI and certificate check still for
+# api.openai.com against DIR/mock-ca.pem (NODE_EXTRA_CA_CERTS). No HTTPS_PROXY: AWF points it at
+# Squid; here it goes direct, so Node's https.globalAgent (keep-alive) pools the upstream
+# connections. A clean environment (env -i), so no proxy or OTEL variable of this shell leaks
+# in. Its logs as in AWF: JSON lines on stdout (DIR/node.log), and its files in
+# /var/log/api-proxy (otel.jsonl, token-usage.jsonl, models.json, ...): as root, a private mount
+# namespace binds DIR/node-varlog over /var/log (AWF mounts a host directory there); otherwise
+# the env vars it has move all but otel.jsonl (a hard-coded path, best-effort: not written
+# then). Needs install_node_peer first. The pid left in BG_PID is node's (env, unshare and sh
+# exec it).
 start_node_peer() {
-    local dir=$1 port=$2 mock_port=$3 key=$4 src logs
-    src=$(pwd)/benches/node-peer
+    local dir=$1 port=$2 mock_port=$3 key=$4 shim logs
+    shim=$(pwd)/benches/node-peer/bench-shim.js
     logs=$dir/node-varlog/api-proxy
     mkdir -p "$logs"
     local -a vars=(
@@ -96,7 +128,7 @@ start_node_peer() {
         "AWF_TOKEN_LOG_DIR=$logs"
         "AWF_API_PROXY_LOG_DIR=$logs"
     )
-    local -a cmd=(node -r "$src/bench-shim.js" "$src/server.js")
+    local -a cmd=(node -r "$shim" "$NODE_PEER_SRC/server.js")
     if [[ $(id -u) == 0 ]] && unshare -m --propagation private true 2>/dev/null; then
         # shellcheck disable=SC2016 # expanded by the inner sh
         start_bg "$dir/node.log" env -i "${vars[@]}" unshare -m --propagation private -- \

@@ -46,6 +46,10 @@ pub struct Scale {
     pub slow_events: usize,
     pub uploads: usize,
     pub open_streams: Vec<usize>,
+    /// SSE streams started at once against an upstream limiting streams per connection.
+    pub burst_streams: usize,
+    /// `/mock/hang` streams held against an upstream limiting streams per connection.
+    pub held_streams: usize,
     pub starts: usize,
     pub too_large_tries: usize,
 }
@@ -66,6 +70,8 @@ impl Scale {
             slow_events: 20,
             uploads: 10,
             open_streams: vec![1000, 10_000],
+            burst_streams: 1000,
+            held_streams: 10_000,
             starts: 20,
             too_large_tries: 20,
         }
@@ -85,6 +91,8 @@ impl Scale {
             slow_events: 5,
             uploads: 1,
             open_streams: vec![100],
+            burst_streams: 300,
+            held_streams: 300,
             starts: 3,
             too_large_tries: 3,
         }
@@ -285,6 +293,33 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
         .ok()
 }
 
+/// A blocking GET of a whole response (`Connection: close`, read to the end, 5 s at most).
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The sum of a metric's samples on llm-keyproxy's admin `/metrics` whose labels contain
+/// `labels` (e.g. `result="ok"`); None when the page could not be read or has no such sample.
+pub fn metric_sum(admin: u16, name: &str, labels: &str) -> Option<f64> {
+    let page = http_get(admin, "/metrics")?;
+    let values: Vec<f64> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter(|l| l.contains(labels))
+        .filter_map(|l| l.rsplit_once("} ")?.1.trim().parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     Direct,
@@ -304,6 +339,18 @@ pub struct Target {
 }
 
 impl Target {
+    /// An llm-keyproxy child process, reached with a fresh client.
+    pub fn keyproxy(name: &str, proxy: &ProxyProcess) -> Target {
+        Target {
+            name: name.into(),
+            kind: Kind::Keyproxy,
+            client: AnyClient::Plain(plain_client()),
+            base: format!("http://127.0.0.1:{}", proxy.port),
+            port: Some(proxy.port),
+            procs: Some(Procs::One(proxy.pid())),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -541,14 +588,7 @@ impl Env {
             &format!("upstream_proxy: 'http://{addr}'"),
             "tunneled",
         );
-        let target = Target {
-            name: "llm-keyproxy via CONNECT".into(),
-            kind: Kind::Keyproxy,
-            client: AnyClient::Plain(plain_client()),
-            base: format!("http://127.0.0.1:{}", proxy.port),
-            port: Some(proxy.port),
-            procs: Some(Procs::One(proxy.pid())),
-        };
+        let target = Target::keyproxy("llm-keyproxy via CONNECT", &proxy);
         Tunneled {
             proxy,
             target,

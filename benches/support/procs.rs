@@ -128,6 +128,19 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's soft limit on open files (children such as llm-keyproxy inherit it); None
+/// when unlimited or unreadable.
+pub fn open_file_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// CPU seconds of this (the bench) process: the load generator, plus the mock when in-process.
 pub fn self_cpu_secs() -> f64 {
     cpu_secs(std::process::id())
