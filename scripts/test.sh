@@ -146,6 +146,9 @@ if [[ -f tests/netns/run.sh ]]; then
         if [[ -n $line ]]; then
             np=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+')
             nf=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
+        elif [[ $ns_rc == 0 ]] && grep -q '^skipped:' "$LOGS/netns.out"; then
+            np=0 nf=0
+            skipped=$((skipped + 1))
         elif [[ $ns_rc == 0 ]]; then
             np=1 nf=0
         else

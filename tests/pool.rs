@@ -202,8 +202,9 @@ async fn goaway_while_50_streams_run() {
     assert_no_canary(&logs());
 }
 
-/// A stream answered REFUSED_STREAM is sent once more and succeeds, counted as a retry; a
-/// request refused twice is not sent a third time: 502 `upstream_unavailable`, retryable.
+/// A stream answered REFUSED_STREAM is sent once more, on another connection, and succeeds,
+/// counted as a retry; a request refused twice is not sent a third time: 502
+/// `upstream_unavailable`, retryable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_stream_is_retried_once() {
     let h = Harness::start(MockConfig::default(), "limits: {workers: 1}").await;
@@ -243,7 +244,14 @@ async fn refused_stream_is_retried_once() {
     );
 
     chat_stream(addr, CHUNKS, 10).await.unwrap();
-    assert_eq!(h.mock.handshakes(), 1, "refusals cost the connection");
+    // The first retry went to another connection (opened for it); the second pair of
+    // attempts used the two there are; refusals closed neither.
+    assert_eq!(
+        h.mock.handshakes(),
+        2,
+        "one connection per refusing peer at most"
+    );
+    assert_eq!(h.mock.open_connections(), 2, "a refusal cost a connection");
     assert_no_canary(&logs());
 }
 

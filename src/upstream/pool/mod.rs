@@ -9,7 +9,8 @@
 //!                  └─▶ neither: connect (unless the connects in progress already cover the
 //!                      waiting requests, or the cap is reached), then wait; at the cap
 //!                      nothing freed within `upstream_wait_timeout` ─▶ Busy (503)
-//! h2::send: REFUSED_STREAM, or above GOAWAY's last stream id ─▶ sent once more, elsewhere;
+//! h2::send: REFUSED_STREAM, or above GOAWAY's last stream id ─▶ sent once more, on another
+//!           connection (the same one only when no other can be had under the cap);
 //!           found closed before anything was written ─▶ sent elsewhere; nothing else retried
 //! ```
 //!
@@ -206,8 +207,10 @@ impl Pool {
         let mut body = Replay::new(body);
         let mut retried = false;
         let mut last = String::new();
+        // After a refusal, the connection that refused is avoided when another can be used.
+        let mut avoid = None;
         for _ in 0..MAX_ATTEMPTS {
-            match self.acquire().await? {
+            match self.acquire(avoid).await? {
                 Lease::H2(lease) => {
                     let id = lease.id();
                     let head = h2::head(&parts);
@@ -231,6 +234,7 @@ impl Pool {
                                     );
                                     self.inner.metrics.retry(reason);
                                     retried = true;
+                                    avoid = Some(id);
                                     last = why;
                                 }
                                 h2::Failure::Refused(_, why) | h2::Failure::Failed(why) => {
@@ -259,14 +263,14 @@ impl Pool {
 
     /// A slot on a connection: at once when one has room, else after waiting for a connect
     /// or a slot to free up.
-    async fn acquire(&self) -> Result<Lease, SendError> {
+    async fn acquire(&self, avoid: Option<u64>) -> Result<Lease, SendError> {
         let start = Instant::now();
         let mut busy_since: Option<Instant> = None;
         loop {
             let freed = self.inner.group.freed.notified();
             let mut freed = std::pin::pin!(freed);
             freed.as_mut().enable();
-            let wait = match self.try_lease() {
+            let wait = match self.try_lease(avoid) {
                 Ok(lease) => {
                     let waited = start.elapsed().as_secs_f64();
                     self.inner.metrics.slot_wait.observe(waited);
@@ -290,7 +294,7 @@ impl Pool {
                 tokio::select! {
                     woken = wait.rx => woken.ok(),
                     () = freed => Some(Wake::Retry),
-                    () = tokio::time::sleep_until(deadline) => match self.try_lease() {
+                    () = tokio::time::sleep_until(deadline) => match self.try_lease(avoid) {
                         Ok(lease) => return Ok(lease),
                         Err(again) if again.connecting => again.rx.await.ok(),
                         Err(_) => {
@@ -335,9 +339,10 @@ impl Pool {
 
     /// Takes a slot, or queues a waiter (and starts a connect when the ones in progress will
     /// not cover the waiting requests and the cap allows).
-    fn try_lease(&self) -> Result<Lease, Wait> {
+    /// `avoid`: a connection to use only when no other can be had (it refused a stream).
+    fn try_lease(&self, avoid: Option<u64>) -> Result<Lease, Wait> {
         let mut st = self.lock();
-        if let Some(lease) = self.take_h2_slot(&mut st) {
+        if let Some(lease) = self.take_h2_slot(&mut st, avoid) {
             return Ok(Lease::H2(lease));
         }
         while let Some(idle) = st.h1_idle.pop() {
@@ -363,6 +368,11 @@ impl Pool {
                 at_cap = true;
             }
         }
+        if at_cap && avoid.is_some() {
+            if let Some(lease) = self.take_h2_slot(&mut st, None) {
+                return Ok(Lease::H2(lease));
+            }
+        }
         let (tx, rx) = oneshot::channel();
         st.waiters.push_back(tx);
         Err(Wait {
@@ -373,10 +383,13 @@ impl Pool {
     }
 
     /// The busiest HTTP/2 connection that still has room (so idle ones can close).
-    fn take_h2_slot(&self, st: &mut State) -> Option<h2::Lease> {
+    fn take_h2_slot(&self, st: &mut State, avoid: Option<u64>) -> Option<h2::Lease> {
         let mut best: Option<(usize, usize)> = None;
         for (i, e) in st.h2.iter().enumerate() {
-            if e.going_away || e.in_flight >= e.send.current_max_send_streams() {
+            if e.going_away
+                || Some(e.id) == avoid
+                || e.in_flight >= e.send.current_max_send_streams()
+            {
                 continue;
             }
             if best.is_none_or(|(_, load)| e.in_flight > load) {
