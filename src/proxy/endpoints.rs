@@ -2,7 +2,7 @@
 //! `GET /health` (aggregate on the first provider port, per provider elsewhere) and
 //! `GET /reflect` (every endpoint). They never touch the upstream.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -12,36 +12,38 @@ use crate::config::plan::Credential;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::Route;
 
-/// Every route of the process, filled in once all listeners are bound. Weak references: a
-/// route holds the directory, so strong ones would keep every route (and its pool) alive.
-#[derive(Default)]
+/// Every route of the process, for the aggregate answers; made once all routes exist and
+/// handed to every listener's service (a route itself never holds it).
 pub struct Directory {
-    routes: OnceLock<Vec<Weak<Route>>>,
+    routes: Vec<Arc<Route>>,
     /// The egress shown as `squid_proxy` (redacted), if any.
-    pub squid_proxy: OnceLock<Option<String>>,
+    squid_proxy: Option<String>,
 }
 
 impl Directory {
-    pub fn fill(&self, routes: &[Arc<Route>], squid_proxy: Option<String>) {
-        let _ = self.routes.set(routes.iter().map(Arc::downgrade).collect());
-        let _ = self.squid_proxy.set(squid_proxy);
-    }
-
-    fn routes(&self) -> Vec<Arc<Route>> {
-        self.routes
-            .get()
-            .map_or_else(Vec::new, |r| r.iter().filter_map(Weak::upgrade).collect())
+    pub fn new(routes: Vec<Arc<Route>>) -> Directory {
+        let squid_proxy = routes
+            .iter()
+            .find_map(|r| r.provider.proxy.as_ref().map(|p| p.to_string()));
+        Directory {
+            routes,
+            squid_proxy,
+        }
     }
 }
 
 /// The local answer for `/health` and `/reflect`, or `None` to proxy the request.
-pub fn answer<B>(route: &Arc<Route>, req: &Request<B>) -> Option<Response<ProxyBody>> {
+pub fn answer<B>(
+    route: &Arc<Route>,
+    dir: &Directory,
+    req: &Request<B>,
+) -> Option<Response<ProxyBody>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return None;
     }
     match req.uri().path() {
-        "/health" => Some(health(route)),
-        "/reflect" => Some(reflect(route)),
+        "/health" => Some(health(route, dir)),
+        "/reflect" => Some(reflect(dir)),
         _ => None,
     }
 }
@@ -50,15 +52,14 @@ fn configured(route: &Route) -> bool {
     matches!(route.key.get(), Credential::Configured { .. })
 }
 
-fn health(route: &Arc<Route>) -> Response<ProxyBody> {
-    let dir = &route.directory;
-    let routes = dir.routes();
+fn health(route: &Arc<Route>, dir: &Directory) -> Response<ProxyBody> {
+    let routes = &dir.routes;
     let first = routes.first().is_some_and(|r| Arc::ptr_eq(r, route));
     if first {
         let mut providers = Map::new();
         let mut limits = Map::new();
         let (mut total, mut active) = (0u64, 0i64);
-        for r in &routes {
+        for r in routes {
             providers.insert(r.provider.name.clone(), Value::Bool(configured(r)));
             total += r.metrics.total_requests();
             active += r.metrics.active_requests.get();
@@ -75,7 +76,7 @@ fn health(route: &Arc<Route>) -> Response<ProxyBody> {
             limits.insert(r.provider.name.clone(), limit);
         }
         let mut budgets = Map::new();
-        for r in &routes {
+        for r in routes {
             if let Some(b) = &r.budget {
                 budgets.insert(
                     format!("provider:{}", r.provider.name),
@@ -94,7 +95,7 @@ fn health(route: &Arc<Route>) -> Response<ProxyBody> {
         let body = json!({
             "status": "healthy",
             "service": "awf-api-proxy",
-            "squid_proxy": dir.squid_proxy.get().cloned().flatten(),
+            "squid_proxy": dir.squid_proxy,
             "providers": providers,
             "metrics_summary": {"total_requests": total, "active_requests": active},
             "rate_limits": limits,
@@ -119,10 +120,9 @@ fn health(route: &Arc<Route>) -> Response<ProxyBody> {
     }
 }
 
-fn reflect(route: &Arc<Route>) -> Response<ProxyBody> {
-    let endpoints: Vec<Value> = route
-        .directory
-        .routes()
+fn reflect(dir: &Directory) -> Response<ProxyBody> {
+    let endpoints: Vec<Value> = dir
+        .routes
         .iter()
         .map(|r| {
             json!({

@@ -70,9 +70,10 @@ impl Drop for Active {
 /// The hyper service of a provider listener.
 pub async fn handle(
     route: Arc<Route>,
+    directory: Arc<endpoints::Directory>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    if let Some(resp) = crate::proxy::endpoints::answer(&route, &req) {
+    if let Some(resp) = endpoints::answer(&route, &directory, &req) {
         return Ok(resp);
     }
     let active = Active::new(&route.metrics.active_requests);

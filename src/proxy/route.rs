@@ -11,7 +11,6 @@ use crate::policy::access::Caller;
 use crate::policy::budget::TokenBudget;
 use crate::policy::ratelimit::RateLimiter;
 use crate::policy::reload::{KeySlot, Keyed};
-use crate::proxy::endpoints::Directory;
 use crate::telemetry::metrics::{Metrics, ProviderMetrics};
 use crate::telemetry::usage_file::UsageLog;
 use crate::upstream::pool::{self, Pool};
@@ -28,8 +27,6 @@ pub struct Common {
     pub usage_log: Option<UsageLog>,
     /// When not empty, every request must present one of these callers' tokens.
     pub callers: Arc<Vec<Caller>>,
-    /// Every route of the process, for the AWF `/health` and `/reflect` answers.
-    pub directory: Arc<Directory>,
     /// The one metrics registry.
     pub registry: Arc<Metrics>,
     /// Shutdown has started: new requests get `shutting_down`.
@@ -49,7 +46,6 @@ pub struct Route {
     pub token_usage: bool,
     pub usage_log: Option<UsageLog>,
     pub limiter: Option<RateLimiter>,
-    pub directory: Arc<Directory>,
     /// The upstream host, shared by every log line of this route.
     pub(crate) upstream_host: Arc<str>,
     pub(crate) provider_name: Arc<str>,
@@ -86,7 +82,6 @@ impl Route {
             token_usage: common.token_usage,
             usage_log: common.usage_log.clone(),
             limiter: provider.rate_limit.map(RateLimiter::new),
-            directory: common.directory.clone(),
             websocket: upstream_conn::websocket_connector(&common.tls, &provider, limits),
             key: Arc::new(KeySlot::new(provider.credential.clone())),
             callers: common.callers.clone(),

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::config::plan::{Credential, Plan, ProviderPlan};
 use crate::policy::{access, reload};
+use crate::proxy::endpoints::Directory;
 use crate::proxy::{Common, Route};
 use crate::server::listener::{bind, BindError, Drain};
 use crate::telemetry::usage_file;
@@ -109,21 +110,17 @@ pub async fn run(
                 .map(access::Caller::from)
                 .collect(),
         ),
-        directory: Arc::default(),
         registry: shared.metrics.clone(),
         draining: shared.draining.clone(),
     };
     let providers = std::mem::take(&mut plan.providers);
     let provider_count = providers.len();
-    let (routes, listening) = routes(providers, bound.providers, addrs, &common, &shared)?;
+    let listening = listening(providers, bound.providers, addrs, &common, &shared)?;
+    let routes: Vec<Arc<Route>> = listening.iter().map(|l| l.route.clone()).collect();
     let drain = Drain::default();
     let workers =
         workers::Workers::start(common.workers, &listening, || drain.handle(), plan.limits)?;
     drop(listening);
-    let squid = routes
-        .iter()
-        .find_map(|r| r.provider.proxy.as_ref().map(|p| p.to_string()));
-    common.directory.fill(&routes, squid);
     let (stop_reload, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(reload::watch(
         plan.source.clone(),
@@ -192,22 +189,25 @@ fn serve_admin(listener: TcpListener, plan: &Plan, shared: &Arc<Shared>) -> Drai
     drain
 }
 
-/// One route per provider, and its listener as the workers will accept on it.
-fn routes(
+/// One route per provider, and its listener as the workers will accept on it; every listener
+/// also gets the directory of all routes (AWF `/health` and `/reflect`).
+fn listening(
     providers: Vec<ProviderPlan>,
     listeners: Vec<TcpListener>,
     addrs: Vec<SocketAddr>,
     common: &Common,
     shared: &Shared,
-) -> Result<(Vec<Arc<Route>>, Vec<workers::Listening>), String> {
+) -> Result<Vec<workers::Listening>, String> {
     let mut routes = Vec::with_capacity(providers.len());
-    let mut listening = Vec::with_capacity(providers.len());
-    for ((mut provider, listener), addr) in providers.into_iter().zip(listeners).zip(addrs) {
+    for (mut provider, addr) in providers.into_iter().zip(addrs) {
         provider.listen = addr;
         log_provider(&provider);
-        let name = provider.name.clone();
-        let route = Arc::new(Route::new(provider, common));
-        routes.push(route.clone());
+        routes.push(Arc::new(Route::new(provider, common)));
+    }
+    let directory = Arc::new(Directory::new(routes.clone()));
+    let mut listening = Vec::with_capacity(routes.len());
+    for (route, listener) in routes.into_iter().zip(listeners) {
+        let name = route.provider.name.clone();
         let listener = listener
             .into_std()
             .map_err(|e| format!("cannot hand the {name} listener to the workers: {e}"))?;
@@ -215,11 +215,12 @@ fn routes(
         listening.push(workers::Listening {
             listener,
             route,
+            directory: directory.clone(),
             admission: admission::Admission::refuse(common.limits.max_connections, refused),
             name,
         });
     }
-    Ok((routes, listening))
+    Ok(listening)
 }
 
 /// `provider_ready` or `provider_not_configured`, once at start.

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::plan::Limits;
+use crate::proxy::endpoints::Directory;
 use crate::proxy::{self, Route};
 use crate::server::admission::Admission;
 use crate::server::listener::{self, DrainHandle};
@@ -26,6 +27,8 @@ pub use crate::config::default_workers as default_count;
 pub struct Listening {
     pub listener: StdListener,
     pub route: Arc<Route>,
+    /// Every route, for the AWF `/health` and `/reflect` answers.
+    pub directory: Arc<Directory>,
     /// `limits.max_connections` for this listener, shared by all workers.
     pub admission: Admission,
     pub name: String,
@@ -59,7 +62,7 @@ impl Workers {
                     .map_err(|e| format!("cannot share the {} listener: {e}", l.name))?;
                 mine.push((
                     listener,
-                    l.route.clone(),
+                    (l.route.clone(), l.directory.clone()),
                     l.admission.clone(),
                     l.name.clone(),
                 ));
@@ -76,7 +79,7 @@ impl Workers {
                 .spawn(move || {
                     crate::upstream::pool::set_worker(index);
                     runtime.block_on(async move {
-                        for (listener, route, admission, name) in mine {
+                        for (listener, (route, directory), admission, name) in mine {
                             let listener = match TcpListener::from_std(listener) {
                                 Ok(l) => l,
                                 Err(e) => {
@@ -87,9 +90,9 @@ impl Workers {
                             tokio::spawn(listener::serve(
                                 listener,
                                 move || {
-                                    let route = route.clone();
+                                    let (route, directory) = (route.clone(), directory.clone());
                                     hyper::service::service_fn(move |req| {
-                                        proxy::handle(route.clone(), req)
+                                        proxy::handle(route.clone(), directory.clone(), req)
                                     })
                                 },
                                 handle.clone(),
