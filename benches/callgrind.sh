@@ -12,6 +12,9 @@
 # Usage: benches/callgrind.sh [REQUESTS] [STREAMS]   (defaults 3000 and 20 x 1000 events)
 # Needs: valgrind; strace for the system-call counts (skipped when missing); root or nginx and
 #        haproxy already installed.
+# Ports: 127.0.0.1:19443 (mock), 19080 (nginx), 19081 (HAProxy), 19090 and 19091 (llm-keyproxy
+#        and its admin listener); CALLGRIND_MOCK_PORT, CALLGRIND_NGINX_PORT,
+#        CALLGRIND_HAPROXY_PORT and CALLGRIND_KEYPROXY_PORT (admin: the next port) move them.
 # Output: a Markdown table; the callgrind profiles stay in target/callgrind/ for
 #         `callgrind_annotate --inclusive=yes target/callgrind/keyproxy-small.out`.
 set -euo pipefail
@@ -24,7 +27,11 @@ source benches/peers.sh
 REQUESTS=${1:-3000}
 STREAMS=${2:-20}
 EVENTS=1000
-MOCK_PORT=19443 NGINX_PORT=19080 HAPROXY_PORT=19081 KP_PORT=19090 KP_ADMIN=19091
+MOCK_PORT=${CALLGRIND_MOCK_PORT:-19443}
+NGINX_PORT=${CALLGRIND_NGINX_PORT:-19080}
+HAPROXY_PORT=${CALLGRIND_HAPROXY_PORT:-19081}
+KP_PORT=${CALLGRIND_KEYPROXY_PORT:-19090}
+KP_ADMIN=$((KP_PORT + 1))
 KEY=sk-bench-not-a-real-key
 OUT=target/callgrind
 

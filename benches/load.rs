@@ -16,7 +16,10 @@
 //! - `KEYPROXY_BENCH_KEY`: the key the proxies inject (default `sk-bench-not-a-real-key`);
 //! - `KEYPROXY_BENCH_LATE_413="node"`: peers that answer 413 only after reading more than
 //!   10 MiB of a body, not on its declared length: the 413 check becomes a note for them;
-//! - `KEYPROXY_BENCH_NOTE`: lines added to the report (peer versions, settings).
+//! - `KEYPROXY_BENCH_NOTE`: lines added to the report (peer versions, settings);
+//! - `KEYPROXY_BENCH_ONLY="limiting,sse"`: only these groups of scenarios (`support::GROUPS`);
+//! - `KEYPROXY_BENCH_BIN=PATH`: the llm-keyproxy binary to measure (another build, an earlier
+//!   commit) instead of the release build cargo made for the bench.
 //!
 //! Results: stdout, `target/bench-results.md` and `target/bench-results.json` (the chart script
 //! `benches/chart.py` reads the latter). Exits 1 when a check failed (a lost, merged or
@@ -91,18 +94,41 @@ async fn run_all(cfg: &BenchConfig) -> Report {
         }
         return r;
     }
-    scenarios::small::one_connection(&mut r, &env, &scale).await;
-    scenarios::small::fixed_rate_load(&mut r, &env, &scale).await;
-    scenarios::small::connections_64(&mut r, &env, &scale).await;
-    scenarios::sse::full_speed(&mut r, &env, &scale).await;
-    scenarios::sse::slow_streams(&mut r, &env, &scale).await;
-    scenarios::upload::upload_and_413(&mut r, &env, &scale).await;
-    scenarios::memory::open_streams(&mut r, &mut env, &scale, &idle_rss).await;
-    scenarios::only::tunnel(&mut r, &env, &scale).await;
-    scenarios::only::lifecycle(&mut r, &env, &scale).await;
-    scenarios::limiting::cold_burst(&mut r, &env, &scale).await;
-    scenarios::limiting::held_streams(&mut r, &env, &scale).await;
+    if cfg.runs("small") {
+        scenarios::small::one_connection(&mut r, &env, &scale).await;
+        scenarios::small::fixed_rate_load(&mut r, &env, &scale).await;
+        scenarios::small::connections_64(&mut r, &env, &scale).await;
+    }
+    if cfg.runs("sse") {
+        scenarios::sse::full_speed(&mut r, &env, &scale).await;
+        scenarios::sse::slow_streams(&mut r, &env, &scale).await;
+    }
+    if cfg.runs("upload") {
+        scenarios::upload::upload_and_413(&mut r, &env, &scale).await;
+    }
+    if cfg.runs("memory") {
+        scenarios::memory::open_streams(&mut r, &mut env, &scale, &idle_rss).await;
+    }
+    if cfg.runs("tunnel") {
+        scenarios::only::tunnel(&mut r, &env, &scale).await;
+    }
+    if cfg.runs("lifecycle") {
+        scenarios::only::lifecycle(&mut r, &env, &scale).await;
+    }
+    if cfg.runs("limiting") {
+        scenarios::limiting::cold_burst(&mut r, &env, &scale).await;
+        scenarios::limiting::held_streams(&mut r, &env, &scale).await;
+    }
     closing_notes(&mut r, cfg, &scale);
+    if let Some(only) = &cfg.only {
+        r.note(format!("KEYPROXY_BENCH_ONLY: only {}", only.join(", ")));
+    }
+    if let Some(bin) = std::env::var_os("KEYPROXY_BENCH_BIN") {
+        r.note(format!(
+            "llm-keyproxy binary: {} (KEYPROXY_BENCH_BIN)",
+            std::path::Path::new(&bin).display()
+        ));
+    }
     r
 }
 

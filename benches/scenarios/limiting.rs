@@ -30,9 +30,9 @@ const BURST_GAP_MS: u64 = 100;
 const ASSUMED_STREAMS: usize = 100;
 /// The target for proxy memory per held stream (both legs), KiB.
 const KIB_PER_STREAM_TARGET: f64 = 16.0;
-/// Descriptors the bench process needs besides the held streams' client sockets (the mocks'
-/// connections, the other targets' pools, files).
-const FD_MARGIN: u64 = 1000;
+/// Descriptors the bench process needs besides those open now and the held streams' client
+/// sockets: the mock's side of the upstream connections (one per 100 streams), files, spares.
+const FD_MARGIN: u64 = 200;
 
 /// A mock advertising `limit` streams per h2 connection, and a fresh llm-keyproxy in front of it.
 struct Limited {
@@ -180,7 +180,7 @@ pub async fn cold_burst(r: &mut Report, env: &Env, scale: &Scale) {
 pub async fn held_streams(r: &mut Report, env: &Env, scale: &Scale) {
     let n = scale.held_streams;
     let what = format!("{n} streams held, upstream limit {HELD_LIMIT}/connection");
-    let needed = n as u64 + FD_MARGIN;
+    let needed = procs::open_files() + n as u64 + FD_MARGIN;
     if let Some(soft) = procs::open_file_limit().filter(|l| *l < needed) {
         r.check(
             false,

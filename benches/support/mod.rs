@@ -110,7 +110,21 @@ pub struct BenchConfig {
     /// `KEYPROXY_BENCH_MOCK=127.0.0.1:PORT` + `KEYPROXY_BENCH_MOCK_CA=PATH`: an external mock.
     pub mock: Option<(SocketAddr, PathBuf)>,
     pub key: String,
+    /// `KEYPROXY_BENCH_ONLY="limiting,sse"`: only these groups of scenarios ([`GROUPS`]).
+    pub only: Option<Vec<String>>,
 }
+
+/// The groups of scenarios `KEYPROXY_BENCH_ONLY` can name (idle memory and the preflight always
+/// run).
+pub const GROUPS: [&str; 7] = [
+    "small",
+    "sse",
+    "upload",
+    "memory",
+    "tunnel",
+    "lifecycle",
+    "limiting",
+];
 
 fn pairs(var: &str) -> Vec<(String, String)> {
     let Ok(v) = std::env::var(var) else {
@@ -177,13 +191,35 @@ impl BenchConfig {
             fail("KEYPROXY_BENCH_PEERS needs KEYPROXY_BENCH_MOCK and KEYPROXY_BENCH_MOCK_CA (the mock the peers forward to)");
         }
         let key = std::env::var("KEYPROXY_BENCH_KEY").unwrap_or_else(|_| DEFAULT_KEY.to_owned());
+        let only = std::env::var("KEYPROXY_BENCH_ONLY").ok().map(|v| {
+            let groups: Vec<String> = v
+                .split(',')
+                .map(|g| g.trim().to_owned())
+                .filter(|g| !g.is_empty())
+                .collect();
+            if let Some(bad) = groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+                fail(&format!(
+                    "KEYPROXY_BENCH_ONLY: unknown group {bad:?} (groups: {})",
+                    GROUPS.join(", ")
+                ));
+            }
+            groups
+        });
         BenchConfig {
             quick,
             peers,
             peer_procs,
             mock,
             key,
+            only,
         }
+    }
+
+    /// Whether the scenarios of `group` ([`GROUPS`]) run.
+    pub fn runs(&self, group: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|g| g == group))
     }
 }
 
@@ -195,9 +231,11 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// The release binary under test.
-pub fn keyproxy_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_llm-keyproxy")
+/// The llm-keyproxy binary under test: `KEYPROXY_BENCH_BIN`, else the release build cargo made
+/// for this bench.
+pub fn keyproxy_bin() -> PathBuf {
+    std::env::var_os("KEYPROXY_BENCH_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_llm-keyproxy").into(), PathBuf::from)
 }
 
 /// llm-keyproxy running as a child process.

@@ -141,6 +141,11 @@ pub fn open_file_limit() -> Option<u64> {
         .ok()
 }
 
+/// Descriptors this process has open now.
+pub fn open_files() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
 /// CPU seconds of this (the bench) process: the load generator, plus the mock when in-process.
 pub fn self_cpu_secs() -> f64 {
     cpu_secs(std::process::id())
