@@ -8,6 +8,8 @@
 //! - Keys are set to a canary in the companion's environment; it never appears in what it
 //!   prints (stdout or stderr), and asking to inline a key exits 64.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -412,7 +414,7 @@ fn compose_config(case: &Case, fragment: &str) -> Option<Value> {
                 "SKIP docker-compose config for {}: docker-compose is not installed",
                 case.name
             );
-            note_skipped("docker-compose is not installed");
+            common::note_skipped("docker-compose is not installed");
             return None;
         }
         Err(e) => panic!("cannot run docker-compose: {e}"),
@@ -584,20 +586,4 @@ fn bad_options_are_all_listed() {
     assert!(String::from_utf8(out.stdout)
         .unwrap()
         .contains("--inline-keys"));
-}
-
-/// Records a skipped check in `target/test-logs/skipped.txt`, which `scripts/test.sh` counts
-/// as skipped rather than passed.
-fn note_skipped(why: &str) {
-    use std::io::Write as _;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-    let _ = std::fs::create_dir_all(&dir);
-    let name = std::thread::current().name().unwrap_or("?").to_owned();
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("skipped.txt"))
-    {
-        let _ = writeln!(f, "{name}: {why}");
-    }
 }

@@ -132,6 +132,29 @@ const EVICTING_YIELD_EVERY: usize = 8;
 /// hyper's own default header count; setting it explicitly moves the parser's slots to the heap.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
+/// What a listener serves: a request-path service whose futures can move between tasks.
+pub trait ProxyService:
+    Service<
+        hyper::Request<Incoming>,
+        Response = hyper::Response<ProxyBody>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<T> ProxyService for T where
+    T: Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<ProxyBody>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
 /// Accepts connections until draining starts; each connection is served until it is done
 /// (after draining starts: until its in-flight requests finish).
 ///
@@ -149,13 +172,7 @@ pub async fn serve<S, F>(
     admission: Admission,
 ) where
     F: Fn() -> S,
-    S: Service<
-            hyper::Request<Incoming>,
-            Response = hyper::Response<ProxyBody>,
-            Error = std::convert::Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ProxyService,
 {
     let header_bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
     let builders = Arc::new(builders(&limits));
@@ -276,13 +293,7 @@ impl Connection {
         service: Tracked<crate::proxy::websocket::WithShutdown<S>>,
         builders: Arc<(http1::Builder, http2::Builder<TokioExecutor>)>,
     ) where
-        S: Service<
-                hyper::Request<Incoming>,
-                Response = hyper::Response<ProxyBody>,
-                Error = std::convert::Infallible,
-            > + Send
-            + 'static,
-        S::Future: Send + 'static,
+        S: ProxyService,
     {
         let (first, next) = self.timeouts;
         let opened = self.opened;

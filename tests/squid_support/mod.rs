@@ -41,25 +41,9 @@ pub fn squid_or_skip() -> Option<PathBuf> {
         }
         None => {
             println!("{SKIP}");
-            note_skipped(SKIP);
+            crate::common::note_skipped(SKIP);
             None
         }
-    }
-}
-
-/// Records a skipped test in `target/test-logs/skipped.txt`, which `scripts/test.sh` counts
-/// as skipped rather than passed.
-pub fn note_skipped(why: &str) {
-    use std::io::Write as _;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-    let _ = std::fs::create_dir_all(&dir);
-    let name = std::thread::current().name().unwrap_or("?").to_owned();
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("skipped.txt"))
-    {
-        let _ = writeln!(f, "{name}: {why}");
     }
 }
 
