@@ -25,9 +25,6 @@ const HELD_LIMIT: u32 = 100;
 /// longer than it takes to start them all, so the whole burst is open at once.
 const BURST_EVENTS: usize = 10;
 const BURST_GAP_MS: u64 = 100;
-/// Streams llm-keyproxy's pool expects a connection to carry until the peer's SETTINGS arrive:
-/// a cold burst may start a connect per this many waiting requests on each worker.
-const ASSUMED_STREAMS: usize = 100;
 /// The target for proxy memory per held stream (both legs), KiB.
 const KIB_PER_STREAM_TARGET: f64 = 16.0;
 /// Descriptors the bench process needs besides those open now and the held streams' client
@@ -92,11 +89,12 @@ async fn most_while<T>(work: impl Future<Output = T>, probe: impl Fn() -> usize)
 }
 
 /// The most TLS handshakes `n` streams should cost against `limit` streams per connection:
-/// one connection per `limit` streams (per 100 while the first SETTINGS are awaited, when the
-/// limit is higher), plus two per worker for the streams split between workers and a connect
-/// that starts as another completes. Against 100 streams per connection, the issue-13 target.
+/// one connection per `limit` streams (llm-keyproxy's pool waits for its first connection's
+/// SETTINGS before it opens more), plus two per worker for the streams split between workers
+/// and a connect that starts as another completes. Against 100 per connection, the issue-13
+/// target.
 fn handshake_bound(n: usize, limit: u32) -> usize {
-    n.div_ceil(ASSUMED_STREAMS.min(limit as usize)) + 2 * workers()
+    n.div_ceil(limit as usize) + 2 * workers()
 }
 
 /// llm-keyproxy's upstream workers: its default, one per core (`limits.workers`).
@@ -282,10 +280,7 @@ fn limit_rows(
         &format!("{what}: TLS handshakes at the upstream"),
         handshakes as f64,
         Some((
-            &format!(
-                "bound: streams / {}, rounded up, + 2 x {w} workers",
-                ASSUMED_STREAMS.min(limit as usize)
-            ),
+            &format!("bound: streams / {limit}, rounded up, + 2 x {w} workers"),
             bound as f64,
         )),
         0,

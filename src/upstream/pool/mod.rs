@@ -39,9 +39,6 @@ use crate::upstream::body::RequestBody;
 use crate::upstream::{ConnectError, Connector};
 use body::Replay;
 
-/// Streams a connection of unknown protocol is expected to carry (h2's assumption too, until
-/// the peer's SETTINGS say otherwise); only decides whether more connects start meanwhile.
-const ASSUMED_STREAMS: usize = 100;
 /// Tries of one request: connections found closed before anything was written are skipped
 /// (at most this many), and REFUSED_STREAM / GOAWAY gives one retry among them.
 const MAX_ATTEMPTS: usize = 4;
@@ -103,6 +100,9 @@ pub struct Group {
     pools: Mutex<Vec<Weak<Inner>>>,
     /// A connection closed somewhere: requests waiting at the cap look again.
     freed: Notify,
+    /// Streams per connection, learned from the last connection made by any worker (HTTP/1.1:
+    /// 1; 0 until one is known).
+    per_connection: AtomicUsize,
 }
 
 /// One provider's pool on one worker; cloning shares it.
@@ -131,8 +131,6 @@ struct State {
     connecting: usize,
     /// Requests waiting for a slot, oldest first (some may have given up: closed senders).
     waiters: VecDeque<oneshot::Sender<Wake>>,
-    /// Streams per connection, learned from the last connection made (HTTP/1.1: 1).
-    per_connection: Option<usize>,
     next_id: u64,
 }
 
@@ -358,7 +356,14 @@ impl Pool {
         while st.waiters.front().is_some_and(|w| w.is_closed()) {
             st.waiters.pop_front();
         }
-        let covered = st.connecting * st.per_connection.unwrap_or(ASSUMED_STREAMS);
+        // How many waiting requests the connects in progress will serve. Until one connection
+        // of this upstream has told its stream limit, a connect in progress is taken to serve
+        // them all: a cold burst waits for the first connection, then opens what the limit
+        // asks for (about ceil(N / limit) connections, not one per guess).
+        let covered = match self.inner.group.per_connection.load(Ordering::Relaxed) {
+            0 if st.connecting > 0 => usize::MAX,
+            per => st.connecting.saturating_mul(per),
+        };
         let mut at_cap = false;
         if st.waiters.len() >= covered {
             if self.reserve() {
@@ -453,7 +458,11 @@ impl Pool {
     fn connected(&self, st: &mut State, per_connection: usize) {
         self.inner.metrics.connect("ok");
         st.connecting = st.connecting.saturating_sub(1);
-        st.per_connection = Some(per_connection.max(1));
+        let per_connection = per_connection.max(1);
+        self.inner
+            .group
+            .per_connection
+            .store(per_connection, Ordering::Relaxed);
         wake_all(st);
     }
 
