@@ -2,6 +2,9 @@
 //! peer's stream limit and exposes PING and reset reasons): the advertised stream limit, a new
 //! limit sent mid-connection, refused streams, frozen connections, and the connection counts.
 
+#[allow(dead_code)]
+mod common;
+
 use std::future::poll_fn;
 use std::future::Future;
 use std::pin::Pin;
@@ -11,8 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mock_upstream::{Alpn, MockConfig, MockUpstream};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -23,17 +25,7 @@ use tokio_rustls::TlsConnector;
 const T: Duration = Duration::from_secs(5);
 
 async fn tls(mock: &MockUpstream, alpn: &[u8]) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(mock.ca_pem().as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let cfg = common::client_config(mock, alpn);
     let tcp = TcpStream::connect(mock.addr()).await.unwrap();
     let sni = ServerName::try_from("api.openai.com").unwrap();
     TlsConnector::from(Arc::new(cfg))

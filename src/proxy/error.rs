@@ -167,17 +167,20 @@ impl ProxyError {
     /// The whole answer as HTTP/1.1 bytes, for a listener that answers before any HTTP parsing
     /// (a connection over `limits.max_connections`).
     pub fn into_http1_bytes(self, provider: &str) -> Vec<u8> {
-        let body = self.body(provider);
         let request_id = crate::proxy::headers::request_id(&http::HeaderMap::new());
-        let resp = self.into_response(provider, &request_id);
-        let status = resp.status();
+        let (parts, body) = self.into_response(provider, &request_id).into_parts();
+        let body = match body {
+            ProxyBody::Full(Some(bytes)) => bytes,
+            _ => Bytes::new(),
+        };
+        let status = parts.status;
         let mut out = format!(
             "HTTP/1.1 {} {}\r\n",
             status.as_str(),
             status.canonical_reason().unwrap_or("")
         )
         .into_bytes();
-        for (name, value) in resp.headers() {
+        for (name, value) in &parts.headers {
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());

@@ -96,7 +96,8 @@ impl Connection for TlsConn {
 
 pub type TestClient = Client<MockConnector, Full<Bytes>>;
 
-pub fn client(mock: &MockUpstream, h2: bool) -> TestClient {
+/// A rustls client config trusting the mock's CA and offering `alpn`.
+pub fn client_config(mock: &MockUpstream, alpn: &[u8]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(mock.ca_pem().as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -107,11 +108,12 @@ pub fn client(mock: &MockUpstream, h2: bool) -> TestClient {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![if h2 {
-        b"h2".to_vec()
-    } else {
-        b"http/1.1".to_vec()
-    }];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    cfg
+}
+
+pub fn client(mock: &MockUpstream, h2: bool) -> TestClient {
+    let cfg = client_config(mock, if h2 { b"h2" } else { b"http/1.1" });
     let connector = MockConnector {
         addr: mock.addr(),
         tls: TlsConnector::from(Arc::new(cfg)),

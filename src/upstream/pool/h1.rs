@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::body::{Replay, UpstreamBody};
-use super::{Pool, SendError, Slot};
+use super::{Pool, Slot};
 use crate::upstream::{ConnectError, TlsConn};
 
 /// A kept-alive connection with no request on it.
@@ -137,13 +137,5 @@ pub(super) async fn send(
             Some(req) => Err(Failure::Unsent(Box::new(req), e.error().to_string())),
             None => Err(Failure::Failed(e.into_error().to_string())),
         },
-    }
-}
-
-impl From<Failure> for SendError {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Unsent(_, why) | Failure::Failed(why) => SendError::Failed(why),
-        }
     }
 }
