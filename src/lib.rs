@@ -42,6 +42,7 @@
 )]
 
 pub mod awf;
+pub mod cloud;
 pub mod config;
 pub mod policy;
 pub mod proxy;

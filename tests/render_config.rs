@@ -116,6 +116,7 @@ fn render(name: Option<&str>, pairs: &[(&str, &str)]) -> (Rendered, Plan) {
                 assert!(!key_set, "{} missing: {why}", p.name);
                 assert!(why.contains(KEY_VARS[i]), "{why}");
             }
+            Credential::Aws(_) => panic!("{} signs with AWS keys", p.name),
         }
     }
     assert!(plan.tls.webpki && !plan.tls.native);
@@ -156,6 +157,7 @@ fn header_value(p: &ProviderPlan) -> (String, String) {
             (name.to_string(), value.to_str().unwrap().to_owned())
         }
         Credential::Missing(why) => panic!("{} not configured: {why}", p.name),
+        Credential::Aws(_) => panic!("{} signs with AWS keys", p.name),
     }
 }
 

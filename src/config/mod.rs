@@ -3,6 +3,7 @@
 //! The schema is walked by hand (not `serde` derive) so that every problem in a file is reported
 //! at once, each with its YAML path and what to change; `plan.rs` drives the walk.
 
+pub mod cloud;
 pub mod egress;
 pub mod plan;
 pub mod policy;

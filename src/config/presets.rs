@@ -15,7 +15,7 @@ pub struct Extras {
 #[derive(Clone, Copy, Debug)]
 pub struct Preset {
     pub name: &'static str,
-    /// The port AWF gives this provider (the default listen port).
+    /// The port AWF gives this provider (the default listen port); 0: none, `listen:` required.
     pub awf_port: u16,
     pub upstream: &'static str,
     pub auth_header: &'static str,
@@ -78,6 +78,24 @@ pub const PRESETS: &[Preset] = &[
         awf_port: 10004,
         upstream: "https://aiplatform.googleapis.com",
         auth_header: "x-goog-api-key",
+        auth_prefix: "",
+        extras: NONE,
+    },
+    // Keyless clouds (docs/cloud.md): the credential comes from `aws:`; `upstream` is the
+    // template that `region:` fills in.
+    Preset {
+        name: "bedrock",
+        awf_port: 0,
+        upstream: "https://bedrock-runtime.{region}.amazonaws.com",
+        auth_header: "authorization",
+        auth_prefix: "",
+        extras: NONE,
+    },
+    Preset {
+        name: "azure-openai",
+        awf_port: 0,
+        upstream: "",
+        auth_header: "api-key",
         auth_prefix: "",
         extras: NONE,
     },

@@ -33,7 +33,8 @@ impl KeySlot {
         }
     }
 
-    fn set(&self, c: Credential) {
+    /// Replaces the credential (a reload, or a cloud credential refresh).
+    pub fn set(&self, c: Credential) {
         match self.0.write() {
             Ok(mut slot) => *slot = c,
             Err(poisoned) => *poisoned.into_inner() = c,
@@ -53,6 +54,7 @@ fn same(a: &Credential, b: &Credential) -> bool {
                 value: v2,
             },
         ) => n1 == n2 && v1 == v2,
+        (Credential::Aws(a), Credential::Aws(b)) => a == b,
         _ => false,
     }
 }
@@ -108,17 +110,26 @@ pub fn reload(
             continue;
         };
         let current = keyed.slot.get();
+        if next.cloud.is_some() {
+            // Now refreshed from a cloud source: a restart switches the source.
+            tracing::warn!(
+                event = "reload_kept_key",
+                provider = name,
+                reason = "the provider now takes a cloud credential source; restart to switch"
+            );
+            outcome.kept.push(name.to_owned());
+            continue;
+        }
         match &next.credential {
-            Credential::Missing(reason) => {
-                if matches!(current, Credential::Configured { .. }) {
-                    tracing::warn!(
-                        event = "reload_kept_key",
-                        provider = name,
-                        reason = reason.as_str()
-                    );
-                    outcome.kept.push(name.to_owned());
-                }
+            Credential::Missing(reason) if current.usable() => {
+                tracing::warn!(
+                    event = "reload_kept_key",
+                    provider = name,
+                    reason = reason.as_str()
+                );
+                outcome.kept.push(name.to_owned());
             }
+            Credential::Missing(_) => {}
             fresh_key if !same(&current, fresh_key) => {
                 keyed.slot.set(fresh_key.clone());
                 tracing::info!(event = "key_reloaded", provider = name, trigger = why);

@@ -49,7 +49,7 @@ pub fn answer<B>(
 }
 
 fn configured(route: &Route) -> bool {
-    matches!(route.key.get(), Credential::Configured { .. })
+    route.key.get().usable()
 }
 
 fn health(route: &Arc<Route>, dir: &Directory) -> Response<ProxyBody> {
@@ -105,17 +105,20 @@ fn health(route: &Arc<Route>, dir: &Directory) -> Response<ProxyBody> {
     }
     let service = format!("awf-api-proxy-{}", route.provider.name);
     match route.key.get() {
-        Credential::Configured { .. } => reply(
+        Credential::Missing(why) => {
+            let error = match &route.provider.cloud {
+                // Names the source and why (never a value): the operator can act on it.
+                Some(_) => format!("{} has no valid credential: {why}", route.provider.name),
+                None => format!("{} has no API key configured", route.provider.name),
+            };
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "not_configured", "service": service, "error": error}),
+            )
+        }
+        _ => reply(
             StatusCode::OK,
             &json!({"status": "healthy", "service": service}),
-        ),
-        Credential::Missing(_) => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({
-                "status": "not_configured",
-                "service": service,
-                "error": format!("{} has no API key configured", route.provider.name),
-            }),
         ),
     }
 }

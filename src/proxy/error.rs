@@ -15,7 +15,9 @@ pub enum ProxyError {
     /// The body is over `limits.max_request_body` (declared or while streaming).
     TooLarge { limit: u64 },
     /// The provider has no key.
-    NotConfigured,
+    /// No usable credential: `None` for a missing key, `Some(why)` for a cloud source that
+    /// has none valid now (why names the source and the failure, never a value).
+    NotConfigured(Option<String>),
     /// Connect, TLS or CONNECT failure, or the connection failed before a response;
     /// `kind` is the metrics label (connect, tls, proxy_connect, timeout, reset).
     Unavailable { kind: &'static str, message: String },
@@ -50,7 +52,7 @@ impl ProxyError {
         match self {
             ProxyError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NotConfigured => StatusCode::FORBIDDEN,
+            ProxyError::NotConfigured(_) => StatusCode::FORBIDDEN,
             ProxyError::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,7 +71,7 @@ impl ProxyError {
         match self {
             ProxyError::InvalidRequest(_) => "invalid_request",
             ProxyError::TooLarge { .. } => "request_too_large",
-            ProxyError::NotConfigured => "provider_not_configured",
+            ProxyError::NotConfigured(_) => "provider_not_configured",
             ProxyError::Unavailable { .. } => "upstream_unavailable",
             ProxyError::Timeout(_) => "upstream_timeout",
             ProxyError::Busy { .. } => "upstream_busy",
@@ -120,7 +122,10 @@ impl ProxyError {
                 "request body is larger than the proxy's limit of {} bytes",
                 limit
             ),
-            ProxyError::NotConfigured => format!(
+            ProxyError::NotConfigured(Some(why)) => format!(
+                "provider {provider} has no valid cloud credential now ({why}); the proxy keeps requesting one in the background"
+            ),
+            ProxyError::NotConfigured(None) => format!(
                 "provider {provider} has no API key configured in llm-keyproxy; set its key and restart the proxy"
             ),
             ProxyError::Unavailable { message, .. } => format!("upstream unavailable: {message}"),
@@ -242,7 +247,7 @@ mod tests {
 
     #[test]
     fn json_shape() {
-        let e = ProxyError::NotConfigured;
+        let e = ProxyError::NotConfigured(None);
         let v: serde_json::Value = serde_json::from_slice(&e.body("openai")).unwrap();
         assert_eq!(v["error"]["type"], "provider_not_configured");
         assert_eq!(v["error"]["provider"], "openai");

@@ -129,7 +129,7 @@ async fn forward(
     }
     let stats = Arc::new(RequestStats::default());
     let (parts, body) = req.into_parts();
-    let body = request_body(route, body, &stats).await?;
+    let body = request_body(route, body, &stats, &admitted.credential).await?;
     let upstream_req = upstream_request(route, parts, body, &admitted, &info.request_id)?;
     let sent_at = Instant::now();
     let resp = send(route, upstream_req, &stats).await?;
@@ -163,8 +163,9 @@ fn admit(route: &Route, req: &Request<Incoming>) -> Result<Admitted, ProxyError>
     let websocket = websocket::requested(req)?;
     let caller = check_caller(route, req)?;
     let credential = route.key.get();
-    if matches!(credential, Credential::Missing(_)) {
-        return Err(ProxyError::NotConfigured);
+    if let Credential::Missing(why) = &credential {
+        let why = route.provider.cloud.as_ref().map(|_| why.clone());
+        return Err(ProxyError::NotConfigured(why));
     }
     if let Some(rules) = &route.provider.allow {
         let (method, path) = (req.method(), path_and_query.path());
@@ -185,22 +186,27 @@ fn admit(route: &Route, req: &Request<Incoming>) -> Result<Admitted, ProxyError>
 }
 
 /// Step 4b: the body, streamed and capped; read first (bounded by the cap) only when a model
-/// allow-list must look at it.
+/// allow-list must look at it, or a SigV4 signature covers it (docs/cloud.md).
 async fn request_body(
     route: &Route,
     body: Incoming,
     stats: &Arc<RequestStats>,
+    credential: &Credential,
 ) -> Result<RequestBody, ProxyError> {
     let cap = route.limits.max_request_body;
-    match &route.provider.models {
-        Some(models) if !http_body::Body::is_end_stream(&body) => {
-            let bytes = read_capped(body, cap).await?;
-            crate::policy::access::check_model(models, &bytes, &route.provider.name)
-                .map_err(ProxyError::NotAllowed)?;
-            Ok(RequestBody::buffered(bytes, stats.clone()))
-        }
-        _ => Ok(RequestBody::new(body, cap, stats.clone())),
+    let signed = matches!(credential, Credential::Aws(_));
+    if route.provider.models.is_none() && !signed {
+        return Ok(RequestBody::new(body, cap, stats.clone()));
     }
+    let bytes = match http_body::Body::is_end_stream(&body) {
+        true => bytes::Bytes::new(),
+        false => read_capped(body, cap).await?,
+    };
+    if let Some(models) = route.provider.models.as_ref().filter(|_| !bytes.is_empty()) {
+        crate::policy::access::check_model(models, &bytes, &route.provider.name)
+            .map_err(ProxyError::NotAllowed)?;
+    }
+    Ok(RequestBody::buffered(bytes, stats.clone()))
 }
 
 /// Step 5: the worker's pool sends it, within `request_timeout` for the response headers.
@@ -332,6 +338,18 @@ fn upstream_request(
     parts.uri = Uri::from_parts(uri).map_err(|_| unusable())?;
     parts.version = Version::HTTP_11;
     headers::to_upstream(&mut parts.headers, provider, credential, request_id);
+    if let Credential::Aws(keys) = credential {
+        let region = provider.region.as_deref().unwrap_or_default();
+        let bytes = body.buffered_bytes().unwrap_or_default();
+        crate::cloud::sigv4::sign(
+            &mut parts,
+            &bytes,
+            keys,
+            region,
+            std::time::SystemTime::now(),
+        )
+        .map_err(ProxyError::InvalidRequest)?;
+    }
     Ok(Request::from_parts(parts, body))
 }
 

@@ -97,12 +97,12 @@ impl Route {
             .or_else(|| self.pools.first())
     }
 
-    /// This route's key as a reload sees it.
-    pub fn keyed(&self) -> Keyed {
-        Keyed {
+    /// This route's key as a reload sees it; `None` when a cloud source refreshes it.
+    pub fn keyed(&self) -> Option<Keyed> {
+        Some(Keyed {
             name: self.provider.name.clone(),
-            key_ref: self.provider.key_ref.clone(),
+            key_ref: self.provider.key_ref.clone()?,
             slot: self.key.clone(),
-        }
+        })
     }
 }

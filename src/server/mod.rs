@@ -122,13 +122,26 @@ pub async fn run(
         workers::Workers::start(common.workers, &listening, || drain.handle(), plan.limits)?;
     drop(listening);
     let (stop_reload, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_rx_for_cloud = stop_rx.clone();
     tokio::spawn(reload::watch(
         plan.source.clone(),
-        routes.iter().map(|r| r.keyed()).collect(),
+        routes.iter().filter_map(|r| r.keyed()).collect(),
         shared.reload.clone(),
         reload::DEFAULT_SECRET_POLL,
         stop_rx,
     ));
+    for route in &routes {
+        let refresher = crate::cloud::refresh::Refresher::new(
+            &route.provider,
+            route.key.clone(),
+            &common.tls,
+            plan.limits.connect_timeout,
+            shared.metrics.clone(),
+        );
+        if let Some(r) = refresher {
+            tokio::spawn(r.run(stop_rx_for_cloud.clone()));
+        }
+    }
     drop(routes);
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!(event = "startup", version = env!("CARGO_PKG_VERSION"), admin = %admin_addr, providers = provider_count);
@@ -226,20 +239,26 @@ fn listening(
 /// `provider_ready` or `provider_not_configured`, once at start.
 fn log_provider(provider: &ProviderPlan) {
     let addr = provider.listen;
+    // A cloud source that can start is ready: its first credential is on its way.
+    let starting = provider
+        .cloud
+        .as_ref()
+        .is_some_and(|c| crate::config::cloud::web_identity_missing_of(c).is_none());
     match &provider.credential {
-        Credential::Configured { .. } => tracing::info!(
-            event = "provider_ready",
-            provider = provider.name.as_str(),
-            listen = %addr,
-            upstream = format!("https://{}{}", provider.host, provider.base_path),
-            egress = provider.proxy.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "direct".into()),
-        ),
-        Credential::Missing(why) => tracing::warn!(
+        Credential::Missing(why) if !starting => tracing::warn!(
             event = "provider_not_configured",
             provider = provider.name.as_str(),
             listen = %addr,
             reason = why.as_str(),
             "requests to this provider get 403 provider_not_configured",
+        ),
+        _ => tracing::info!(
+            event = "provider_ready",
+            provider = provider.name.as_str(),
+            listen = %addr,
+            upstream = format!("https://{}{}", provider.host, provider.base_path),
+            egress = provider.proxy.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "direct".into()),
+            credential = provider.cloud.as_ref().map_or("key", |c| c.kind()),
         ),
     }
 }

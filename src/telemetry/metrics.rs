@@ -37,6 +37,8 @@ pub const USAGE_LINES_DROPPED: &str = "usage_lines_dropped";
 pub const BUILD: &str = "build";
 pub const BUDGET_SPENT: &str = "budget_spent_tokens";
 pub const CONNECTIONS_REFUSED: &str = "connections_refused";
+pub const CREDENTIAL_REFRESHES: &str = "credential_refreshes";
+pub const CREDENTIAL_EXPIRY: &str = "credential_expiry_timestamp_seconds";
 
 /// Buckets from 0.5 ms (a small JSON call) to 30 minutes (a long stream).
 const DURATION_BUCKETS: [f64; 20] = [
@@ -87,6 +89,8 @@ pub const PROTOCOLS: [&str; 2] = ["h2", "http1.1"];
 /// `limits.max_connections` answered a new one 503), `evicted` (the admin listener at
 /// `admin.max_connections` closed its oldest idle one to admit a new one).
 pub const REFUSAL_REASONS: [&str; 2] = ["overloaded", "evicted"];
+/// Results of a cloud credential refresh (docs/cloud.md).
+pub const REFRESH_RESULTS: [&str; 2] = ["ok", "failed"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabel {
@@ -125,6 +129,8 @@ pub struct Metrics {
     pub usage_lines_dropped: Counter,
     budget_spent: Family<Vec<(&'static str, String)>, Gauge>,
     connections_refused: ByName,
+    credential_refreshes: ByName,
+    credential_expiry: Family<ProviderLabel, Gauge>,
 }
 
 fn histogram() -> Histogram {
@@ -161,6 +167,8 @@ impl Metrics {
             usage_lines_dropped: Counter::default(),
             budget_spent: Family::default(),
             connections_refused: Family::default(),
+            credential_refreshes: Family::default(),
+            credential_expiry: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -269,6 +277,16 @@ impl Metrics {
             "Client connections a listener turned away at its connection cap, by listener and reason (overloaded, evicted)",
             m.connections_refused.clone(),
         );
+        r.register(
+            CREDENTIAL_REFRESHES,
+            "Cloud credential refreshes (bedrock, vertex, azure-openai), by provider and result (ok, failed)",
+            m.credential_refreshes.clone(),
+        );
+        r.register(
+            CREDENTIAL_EXPIRY,
+            "When the provider's current cloud credential expires (Unix time; 0: none valid)",
+            m.credential_expiry.clone(),
+        );
         // The admin listener's series exists from the start, like every provider's.
         let _ = m.connections_refused("admin", "evicted");
         r.register(
@@ -309,6 +327,28 @@ impl Metrics {
             ("listener", listener.to_owned()),
             ("reason", reason.to_owned()),
         ])
+    }
+
+    /// A cloud credential refresh of `provider` ended with `result` (`REFRESH_RESULTS`).
+    pub fn credential_refresh(&self, provider: &str, result: &'static str) {
+        self.credential_refreshes
+            .get_or_create(&vec![
+                ("provider", provider.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Publishes when `provider`'s current credential expires (`None`: no valid one).
+    pub fn credential_expiry(&self, provider: &str, expires: Option<std::time::SystemTime>) {
+        let secs = expires
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.credential_expiry
+            .get_or_create(&ProviderLabel {
+                provider: provider.to_owned(),
+            })
+            .set(secs);
     }
 
     /// The OpenMetrics text exposition.

@@ -62,6 +62,15 @@ impl RequestBody {
             stats,
         }
     }
+
+    /// The whole body, when it was read first (`buffered`) and not yet sent; `None` for a
+    /// streamed body.
+    pub fn buffered_bytes(&self) -> Option<Bytes> {
+        match &self.inner {
+            Source::Buffered(b) => Some(b.clone().unwrap_or_default()),
+            _ => None,
+        }
+    }
 }
 
 impl Body for RequestBody {

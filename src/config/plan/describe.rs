@@ -132,15 +132,37 @@ fn describe_provider(out: &mut String, p: &ProviderPlan) {
         p.origin.to_string().trim_end_matches('/'),
         p.base_path
     );
-    let cred = match &p.credential {
-        Credential::Configured { name, .. } => {
+    let from = p
+        .key_ref
+        .as_ref()
+        .map_or(String::new(), |r| format!(" from {r}"));
+    let cred = match (&p.cloud, &p.credential) {
+        (Some(cloud), c) => {
+            let now = match c {
+                Credential::Missing(why)
+                    if crate::config::cloud::web_identity_missing_of(cloud).is_some() =>
+                {
+                    format!("NOT CONFIGURED ({why}): requests get 403 provider_not_configured")
+                }
+                _ => "fetched at start, refreshed before expiry".to_owned(),
+            };
             format!(
-                "{name}: {} from {}",
-                crate::config::secret::REDACTED,
-                p.key_ref
+                "{} via {}: {now}",
+                cloud.kind(),
+                cloud.endpoints().join(", ")
             )
         }
-        Credential::Missing(why) => {
+        (None, Credential::Configured { name, .. }) => {
+            format!("{name}: {}{from}", crate::config::secret::REDACTED)
+        }
+        (None, Credential::Aws(_)) => {
+            format!(
+                "AWS SigV4 (region {}): static keys {}{from}",
+                p.region.as_deref().unwrap_or("?"),
+                crate::config::secret::REDACTED
+            )
+        }
+        (None, Credential::Missing(why)) => {
             format!("NOT CONFIGURED ({why}): requests get 403 provider_not_configured")
         }
     };

@@ -191,8 +191,13 @@ pub struct ProviderPlan {
     pub base_path: String,
     /// Dial this `host:port` instead of resolving the upstream host.
     pub upstream_address: Option<String>,
-    pub key_ref: SecretRef,
+    /// Where the key comes from (`None`: credentials from a cloud source, `cloud`).
+    pub key_ref: Option<SecretRef>,
     pub credential: Credential,
+    /// `region:` (bedrock, vertex).
+    pub region: Option<String>,
+    /// Short-lived credentials fetched and refreshed in the background (docs/cloud.md).
+    pub cloud: Option<crate::config::cloud::CloudPlan>,
     pub extras: Extras,
     /// The CONNECT proxy this provider's connections go through, if any.
     pub proxy: Option<ProxyTarget>,
@@ -223,6 +228,8 @@ pub enum Credential {
         name: HeaderName,
         value: HeaderValue,
     },
+    /// AWS keys: every request is signed (SigV4), nothing is injected as is.
+    Aws(std::sync::Arc<crate::config::cloud::AwsKeys>),
     /// Why there is no key (names the variable or file, never a value).
     Missing(String),
 }
@@ -233,8 +240,16 @@ impl fmt::Debug for Credential {
             Credential::Configured { name, .. } => {
                 write!(f, "{name}: {}", crate::config::secret::REDACTED)
             }
+            Credential::Aws(_) => write!(f, "AWS SigV4: {}", crate::config::secret::REDACTED),
             Credential::Missing(why) => write!(f, "missing ({why})"),
         }
+    }
+}
+
+impl Credential {
+    /// True when requests can be sent with it.
+    pub fn usable(&self) -> bool {
+        !matches!(self, Credential::Missing(_))
     }
 }
 
@@ -264,6 +279,10 @@ const PROVIDER_KEYS: &[&str] = &[
     "allow",
     "models",
     "budget",
+    "region",
+    "aws",
+    "google",
+    "azure",
 ];
 
 impl Plan {

@@ -2,6 +2,7 @@
 //! credential reference, auth header, egress, policy; every error with its YAML path.
 
 use super::*;
+use crate::config::cloud::{self, CloudPlan};
 
 pub(super) fn provider(
     name: &str,
@@ -17,8 +18,9 @@ pub(super) fn provider(
     }
     let map = node.map(PROVIDER_KEYS, errors)?;
     let preset = preset_of(name, &map, errors);
+    let region = map.get("region").and_then(|n| cloud::region(&n, errors));
     let listen = listen(&map, preset, &node.path, errors);
-    let upstream = upstream(&map, preset, &node.path, errors);
+    let upstream = upstream(&map, preset, region.as_deref(), &node.path, errors);
     let upstream_address = upstream_address(&map, errors);
     let auth = auth(&map, preset, &node.path, errors);
     let rate_limit = map.get("rate_limit").and_then(|n| rate_limit(&n, errors));
@@ -31,16 +33,22 @@ pub(super) fn provider(
     let budget = map
         .get("budget")
         .and_then(|n| crate::config::policy::budget_plan(&n, errors));
-    let key_ref = key_ref(&map, &node.path, errors);
-    let ((auth_header, auth_prefix), key_ref) = (auth?, key_ref?);
-    let credential = credential(
-        &key_ref,
-        auth_header,
-        &auth_prefix,
-        lookup,
-        &node.path,
-        errors,
-    )?;
+    let (auth_header, auth_prefix) = auth?;
+    let (key_ref, credential, cloud) =
+        match source(&map, preset, region.as_deref(), lookup, &node.path, errors)? {
+            Source::Key(key_ref) => {
+                let c = credential(
+                    &key_ref,
+                    auth_header,
+                    &auth_prefix,
+                    lookup,
+                    &node.path,
+                    errors,
+                )?;
+                (Some(key_ref), c, None)
+            }
+            Source::Cloud(key_ref, c, plan) => (key_ref, c, plan.map(|p| *p)),
+        };
     let (origin, host, port, base_path) = upstream?;
     Some(ProviderPlan {
         name: name.to_owned(),
@@ -53,6 +61,8 @@ pub(super) fn provider(
         upstream_address,
         key_ref,
         credential,
+        region,
+        cloud,
         extras: preset.map(|p| p.extras).unwrap_or_default(),
         proxy: None,
         proxy_source: "none",
@@ -95,7 +105,7 @@ fn listen(
         Some(n) => n
             .string(errors)
             .and_then(|s| parse_addr(s, &n.path, errors)),
-        None => match preset {
+        None => match preset.filter(|p| p.awf_port != 0) {
             Some(p) => Some(SocketAddr::from(([127, 0, 0, 1], p.awf_port))),
             None => {
                 errors.push(
@@ -112,12 +122,41 @@ fn listen(
 fn upstream(
     map: &config::Map,
     preset: Option<&presets::Preset>,
+    region: Option<&str>,
     path: &str,
     errors: &mut Errors,
 ) -> Option<(Uri, String, u16, String)> {
     let (text, at) = match map.get("upstream") {
         Some(n) => (n.string(errors)?.to_owned(), n.path.clone()),
         None => match preset {
+            Some(p) if p.upstream.contains("{region}") => {
+                let Some(region) = region else {
+                    errors.push(
+                        &config::join(path, "region"),
+                        format!(
+                            "missing; the {} preset needs e.g. `region: us-east-1`",
+                            p.name
+                        ),
+                    );
+                    return None;
+                };
+                (p.upstream.replace("{region}", region), String::new())
+            }
+            // Vertex AI's regional endpoints: `REGION-aiplatform.googleapis.com`.
+            Some(p) if p.name == "vertex" && region.is_some_and(|r| r != "global") => (
+                format!(
+                    "https://{}-aiplatform.googleapis.com",
+                    region.unwrap_or_default()
+                ),
+                String::new(),
+            ),
+            Some(p) if p.upstream.is_empty() => {
+                errors.push(
+                    &config::join(path, "upstream"),
+                    format!("missing; the {} preset needs the resource's URL, e.g. `upstream: https://myresource.openai.azure.com`", p.name),
+                );
+                return None;
+            }
             Some(p) => (p.upstream.to_owned(), String::new()),
             None => {
                 errors.push(
@@ -146,6 +185,83 @@ fn upstream_address(map: &config::Map, errors: &mut Errors) -> Option<String> {
             );
             None
         }
+    }
+}
+
+/// Where a provider's credential comes from.
+enum Source {
+    /// `api_key:` (every preset but bedrock).
+    Key(SecretRef),
+    /// `aws:`, `google:` or `azure:`: the credential now (static AWS keys, or not yet there)
+    /// and what refreshes it; the reference a reload watches, if any.
+    Cloud(Option<SecretRef>, Credential, Option<Box<CloudPlan>>),
+}
+
+/// The credential source: `api_key`, or the cloud block the preset allows.
+fn source(
+    map: &config::Map,
+    preset: Option<&presets::Preset>,
+    region: Option<&str>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<Source> {
+    let kind = preset.map_or("", |p| p.name);
+    // Each cloud block belongs to one preset.
+    for (block, owner) in [
+        ("aws", "bedrock"),
+        ("google", "vertex"),
+        ("azure", "azure-openai"),
+    ] {
+        if let Some(n) = map.get(block).filter(|_| kind != owner) {
+            errors.push(
+                &n.path,
+                format!("only for the {owner} preset (`preset: {owner}`)"),
+            );
+        }
+    }
+    if let Some(n) = map
+        .get("region")
+        .filter(|_| kind != "bedrock" && kind != "vertex")
+    {
+        errors.push(&n.path, "only for the bedrock and vertex presets");
+    }
+    let cloud = match kind {
+        "bedrock" => Some((
+            "aws",
+            "give `aws:` with static keys or a role to assume (docs/cloud.md)",
+        )),
+        "vertex" => map.get("google").map(|_| ("google", "")),
+        "azure-openai" => map.get("azure").map(|_| ("azure", "")),
+        _ => None,
+    };
+    let Some((block, hint)) = cloud else {
+        return key_ref(map, path, errors).map(Source::Key);
+    };
+    if let Some(n) = map.get("api_key") {
+        errors.push(
+            &n.path,
+            format!("not with `{block}:`: the {kind} preset takes one credential source"),
+        );
+    }
+    let Some(node) = map.get(block) else {
+        errors.push(&config::join(path, block), format!("missing; {hint}"));
+        return None;
+    };
+    match block {
+        "aws" => {
+            let (c, plan) = cloud::aws(&node, region.unwrap_or_default(), lookup, errors)?;
+            let watched = node
+                .map(&[], &mut Errors::default())
+                .and_then(|m| m.get("secret_access_key"))
+                .and_then(|n| SecretRef::parse(n.string(&mut Errors::default())?).ok())
+                .filter(|_| plan.is_none());
+            Some(Source::Cloud(watched, c, plan.map(Box::new)))
+        }
+        "google" => cloud::google(&node, lookup, errors)
+            .map(|(c, p)| Source::Cloud(None, c, Some(Box::new(p)))),
+        _ => cloud::azure(&node, lookup, errors)
+            .map(|(c, p)| Source::Cloud(None, c, Some(Box::new(p)))),
     }
 }
 
