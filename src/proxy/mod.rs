@@ -364,10 +364,11 @@ fn client_response(
     caller: Option<usize>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
-    let streamed = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let streamed = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(b"text/event-stream")
+            || v.starts_with(crate::telemetry::eventstream::CONTENT_TYPE.as_bytes())
+    });
     let tap = if route.token_usage {
         UsageTap::for_response(&parts.headers)
     } else {

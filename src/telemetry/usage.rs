@@ -137,10 +137,11 @@ impl Usage {
 
     fn apply_counts(&mut self, u: &Value) {
         let num = |keys: &[&str]| keys.iter().find_map(|k| u.get(*k).and_then(Value::as_u64));
-        if let Some(n) = num(&["prompt_tokens", "input_tokens"]) {
+        // OpenAI, Anthropic, then Bedrock's Converse (`inputTokens`, camelCase).
+        if let Some(n) = num(&["prompt_tokens", "input_tokens", "inputTokens"]) {
             self.input = Some(n);
         }
-        if let Some(n) = num(&["completion_tokens", "output_tokens"]) {
+        if let Some(n) = num(&["completion_tokens", "output_tokens", "outputTokens"]) {
             self.output = Some(n);
         }
         let cached = u
@@ -153,11 +154,12 @@ impl Usage {
                 u.get("input_tokens_details")
                     .and_then(|d| d.get("cached_tokens"))
             })
+            .or_else(|| u.get("cacheReadInputTokens"))
             .and_then(Value::as_u64);
         if let Some(n) = cached {
             self.cache_read = Some(n);
         }
-        if let Some(n) = num(&["cache_creation_input_tokens"]) {
+        if let Some(n) = num(&["cache_creation_input_tokens", "cacheWriteInputTokens"]) {
             self.cache_write = Some(n);
         }
     }
@@ -298,6 +300,11 @@ pub enum UsageTap {
         scanner: SseScanner,
         usage: Usage,
     },
+    /// AWS event stream (Bedrock), read message by message.
+    EventStream {
+        scanner: crate::telemetry::eventstream::EventStreamScanner,
+        usage: Usage,
+    },
     Kept {
         format: Format,
         encoding: Option<Encoding>,
@@ -326,7 +333,12 @@ impl UsageTap {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let format = if ctype.starts_with("text/event-stream") {
+        let format = if ctype.starts_with(crate::telemetry::eventstream::CONTENT_TYPE) {
+            return Some(UsageTap::EventStream {
+                scanner: Default::default(),
+                usage: Usage::default(),
+            });
+        } else if ctype.starts_with("text/event-stream") {
             Format::Sse
         } else if ctype.starts_with("application/json") {
             Format::Json
@@ -357,6 +369,7 @@ impl UsageTap {
     pub fn observe(&mut self, data: &Bytes) {
         match self {
             UsageTap::Sse { scanner, usage } => scanner.feed(data, usage),
+            UsageTap::EventStream { scanner, usage } => scanner.feed(data, usage),
             UsageTap::Kept { chunks, size, .. } => {
                 *size += data.len();
                 if *size > MAX_INSPECTED_BODY {
@@ -372,6 +385,8 @@ impl UsageTap {
     pub fn finish(self) -> Finished {
         match self {
             UsageTap::Sse { usage, .. } => Finished::Ready(usage),
+            UsageTap::EventStream { scanner, .. } if scanner.lost() => Finished::Unparsed,
+            UsageTap::EventStream { usage, .. } => Finished::Ready(usage),
             UsageTap::Kept {
                 format: Format::Json,
                 encoding: None,
