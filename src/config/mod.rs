@@ -4,6 +4,7 @@
 //! at once, each with its YAML path and what to change; `plan.rs` drives the walk.
 
 pub mod egress;
+pub mod path;
 pub mod plan;
 pub mod policy;
 pub mod presets;
