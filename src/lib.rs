@@ -32,7 +32,8 @@
 //!   pool/           connection pool: HTTP/2 stream slots, HTTP/1.1 keep-alive, shared connects
 //! telemetry/        metrics registry, JSON log lines and their writer, token usage, usage file
 //! config/           YAML walking, units, DEFAULT_* (mod.rs), the validated Plan (plan.rs),
-//!                   provider presets, secrets, egress (forward proxy) settings
+//!                   provider presets, secrets, egress (forward proxy) settings, the normal
+//!                   form of request paths (path.rs)
 //! awf/              AWF: render-config (render.rs), the compose fragment, the health probe
 //! ```
 #![forbid(unsafe_code)]

@@ -1,15 +1,21 @@
-//! Least-privilege checks (`access::{normalise, allowed, check_allowed, model_allowed}`): the
-//! normal form is a fixed point with no dot segments or empty segments, a path is only ever
-//! allowed in normal form, and model patterns match exactly what a reference matcher matches.
+//! Least-privilege checks (`access::{normalise, split_risk, allowed, check_allowed, Target,
+//! model_allowed}`): the normal form is a fixed point with no dot segments or empty segments, a
+//! path is only ever allowed in normal form and with no split risk, the path an admitted
+//! `Target` forwards (`headers::upstream_path`) is the path checked, byte for byte, and a lenient
+//! upstream (decoding repeatedly, splitting on `\` and `;`) routes it where the list matched;
+//! model patterns match exactly what a reference matcher matches.
 //!
 //! Input: byte 0 picks the method; line 1 is the request path, line 2 a model name; every other
 //! line is an allow rule (`METHOD /pattern`, kept when `allow_rules` would accept it) or, when
 //! it starts with `model `, a model pattern.
 #![no_main]
 
+use http::uri::PathAndQuery;
 use http::Method;
 use libfuzzer_sys::fuzz_target;
-use llm_keyproxy::policy::access::{allowed, check_allowed, model_allowed, normalise, AllowRule};
+use llm_keyproxy::policy::access::{
+    allowed, check_allowed, model_allowed, normalise, split_risk, AllowRule, Target,
+};
 
 const METHODS: [Method; 4] = [Method::GET, Method::POST, Method::DELETE, Method::PUT];
 /// The model matcher backtracks (time grows with the model length to the power of the number of
@@ -64,6 +70,61 @@ fn reference_glob(p: &[u8], s: &[u8]) -> bool {
     row[s.len()]
 }
 
+/// Every `%XX` decoded once (lossy: what a decoding upstream would see); a reference written
+/// apart from the crate's own decoders on purpose.
+fn decode_once(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match hex.filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit())) {
+            Some(h) if b[i] == b'%' => {
+                out.push(u8::from_str_radix(h, 16).unwrap());
+                i += 3;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The segments the allow-list matched, each decoded once: what an upstream that splits on `/`
+/// only, then decodes, routes to.
+fn matched(path: &str) -> String {
+    path.split('/')
+        .map(decode_once)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Where a lenient upstream or gateway would route `path`: escapes decoded until none is left
+/// (up to three rounds), `\` read as `/`, anything from a decoded `?` or `#` on dropped, `;`
+/// parameters dropped, dot segments resolved (a climb above the root stays at the root).
+fn lenient_route(path: &str) -> String {
+    let mut s = path.to_owned();
+    for _ in 0..3 {
+        s = decode_once(&s);
+    }
+    let s = s.replace('\\', "/");
+    let mut out: Vec<&str> = Vec::new();
+    for seg in s.split(['?', '#']).next().unwrap_or("").split('/').skip(1) {
+        match seg.split(';').next().unwrap_or("") {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&m, rest)) = data.split_first() else {
         return;
@@ -106,6 +167,7 @@ fuzz_target!(|data: &[u8]| {
             Some(path),
             "allowed out of normal form"
         );
+        assert_eq!(split_risk(path), None, "allowed with a split risk");
         assert!(allowed(&rules, method, path));
     }
     if rules.is_empty() {
@@ -118,9 +180,42 @@ fuzz_target!(|data: &[u8]| {
     {
         assert_eq!(
             ok,
-            normalise(path).as_deref() == Some(path),
+            normalise(path).as_deref() == Some(path) && split_risk(path).is_none(),
             "`* /**` and {path:?}"
         );
+    }
+
+    // The path checked is the path forwarded (docs/design.md §2b), and no upstream reads it as
+    // another one.
+    if let Ok(pq) = PathAndQuery::try_from(path) {
+        match Target::admit(Some(&rules), method, pq.clone(), "fuzz") {
+            Ok(target) => {
+                assert_eq!(target.path(), pq.path(), "admitted another path");
+                assert_eq!(target.query(), pq.query(), "admitted another query");
+                assert!(allowed(&rules, method, target.path()));
+                let once = decode_once(target.path());
+                assert!(
+                    !once.contains('\u{fffd}') || target.path().contains('\u{fffd}'),
+                    "{:?} decodes to bytes that are not UTF-8",
+                    target.path()
+                );
+                assert!(
+                    !once.chars().any(char::is_control),
+                    "{:?} decodes to a control character",
+                    target.path()
+                );
+                assert_eq!(
+                    lenient_route(target.path()),
+                    matched(target.path()),
+                    "a lenient upstream routes {:?} elsewhere",
+                    target.path()
+                );
+                for p in &fuzz_support::plan().providers {
+                    fuzz_support::check_upstream_path(p, &target);
+                }
+            }
+            Err(_) => assert!(check_allowed(&rules, method, pq.path(), "fuzz").is_err()),
+        }
     }
 
     if model.len() <= MAX_MODEL {

@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use llm_keyproxy::proxy::headers::upstream_path;
 use llm_keyproxy::config::plan::{Credential, Plan, ProviderPlan};
+use llm_keyproxy::policy::access::Target;
+use llm_keyproxy::proxy::headers::upstream_path;
 use llm_keyproxy::telemetry::usage::Usage;
 
 /// The key every `env:` reference of the fixed plan resolves to. Long and odd enough that no
@@ -106,26 +107,33 @@ pub fn is_request_id(v: &[u8]) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-/// Checks `upstream_path` for a request target `check_target` accepted, and that the URI the
-/// proxy then builds (`proxy::upstream_request`) is valid and still names the provider's origin.
-/// Returns the upstream path and query.
-pub fn check_upstream_path(p: &ProviderPlan, pq: &PathAndQuery) -> String {
-    let out = upstream_path(p, pq.path(), pq.query());
+/// `pq` admitted with no allow-list, as the proxy does for a provider without one.
+pub fn unlisted(pq: PathAndQuery) -> Target {
+    Target::admit(None, &http::Method::GET, pq, "fuzz")
+        .unwrap_or_else(|e| panic!("refused without an allow-list: {e}"))
+}
+
+/// Checks `upstream_path` for an admitted target (`check_target`, then `Target::admit`): the
+/// path forwarded is the target's path byte for byte, after the base path when it lacked it
+/// (docs/design.md §2b), and the URI the proxy then builds (`proxy::upstream_request`) is valid
+/// and still names the provider's origin. Returns the upstream path and query.
+pub fn check_upstream_path(p: &ProviderPlan, target: &Target) -> String {
+    let out = upstream_path(p, target);
     assert!(
         out.starts_with('/') && !out.starts_with("//"),
-        "{}: upstream path {out:?} for {pq:?} does not start with a single `/`",
+        "{}: upstream path {out:?} for {target:?} does not start with a single `/`",
         p.name
     );
     let base = p.base_path.as_str();
     let after_base = out.strip_prefix(base).unwrap_or_else(|| {
         panic!(
-            "{}: upstream path {out:?} for {pq:?} is outside the base path {base:?}",
+            "{}: upstream path {out:?} for {target:?} is outside the base path {base:?}",
             p.name
         )
     });
     assert!(
         after_base.is_empty() || after_base.starts_with('/') || after_base.starts_with('?'),
-        "{}: upstream path {out:?} for {pq:?} only looks like it is under {base:?}",
+        "{}: upstream path {out:?} for {target:?} only looks like it is under {base:?}",
         p.name
     );
     let (path, query) = match out.split_once('?') {
@@ -133,26 +141,26 @@ pub fn check_upstream_path(p: &ProviderPlan, pq: &PathAndQuery) -> String {
         None => (out.as_str(), None),
     };
     assert!(
-        path.ends_with(pq.path()),
-        "{}: upstream path {out:?} lost the client's path {:?}",
+        path == target.path() || path.strip_prefix(base) == Some(target.path()),
+        "{}: upstream path {out:?} is not the checked path {:?}",
         p.name,
-        pq.path()
+        target.path()
     );
     if p.extras.strip_key_params {
         for param in query.into_iter().flat_map(|q| q.split('&')) {
             let name = param.split('=').next().unwrap_or("");
             assert!(
                 !matches!(name, "key" | "apiKey" | "api_key"),
-                "{}: upstream path {out:?} for {pq:?} still has a key parameter",
+                "{}: upstream path {out:?} for {target:?} still has a key parameter",
                 p.name
             );
             assert!(!param.is_empty(), "{}: empty parameter in {out:?}", p.name);
         }
     } else {
-        let want = pq.query().filter(|q| !q.is_empty());
+        let want = target.query().filter(|q| !q.is_empty());
         assert_eq!(
             query, want,
-            "{}: upstream path {out:?} changed the query of {pq:?}",
+            "{}: upstream path {out:?} changed the query of {target:?}",
             p.name
         );
     }
@@ -160,7 +168,7 @@ pub fn check_upstream_path(p: &ProviderPlan, pq: &PathAndQuery) -> String {
     // What proxy.rs does with it: origin + path-and-query, sent as the request URI.
     let forwarded = PathAndQuery::try_from(out.as_str()).unwrap_or_else(|e| {
         panic!(
-            "{}: upstream path {out:?} for {pq:?} is not a request target: {e}",
+            "{}: upstream path {out:?} for {target:?} is not a request target: {e}",
             p.name
         )
     });
@@ -175,7 +183,7 @@ pub fn check_upstream_path(p: &ProviderPlan, pq: &PathAndQuery) -> String {
     assert_eq!(
         reparsed.authority(),
         p.origin.authority(),
-        "{}: the path {pq:?} changed the upstream host: {uri}",
+        "{}: the path {target:?} changed the upstream host: {uri}",
         p.name
     );
     assert_eq!(

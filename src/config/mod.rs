@@ -5,6 +5,7 @@
 
 pub mod cloud;
 pub mod egress;
+pub mod path;
 pub mod plan;
 pub mod policy;
 pub mod presets;

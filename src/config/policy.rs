@@ -2,10 +2,9 @@
 //! allow-lists of methods and normalised paths, model lists, token budgets. Parsed here with
 //! every error collected; `policy/` enforces them at run time.
 
-use std::borrow::Cow;
-
 use http::Method;
 
+use crate::config::path::{normalise, split_risk};
 use crate::config::secret::{Secret, SecretRef, Unresolved};
 use crate::config::{Errors, Node};
 
@@ -120,6 +119,14 @@ pub fn allow_rules(node: &Node, errors: &mut Errors) -> Vec<AllowRule> {
             );
             continue;
         }
+        // Requests with such a path are always refused (docs/design.md §2b): say so now.
+        if let Some(what) = split_risk(pattern) {
+            errors.push(
+                &path,
+                format!("`{pattern}` has {what} in a segment; requests with such paths are always refused when an allow-list is set, so list the path without it"),
+            );
+            continue;
+        }
         let segments: Vec<String> = pattern.split('/').skip(1).map(str::to_owned).collect();
         if segments
             .iter()
@@ -144,59 +151,6 @@ pub fn models(node: &Node, errors: &mut Errors) -> Vec<String> {
         );
     }
     list.into_iter().map(str::to_owned).collect()
-}
-
-/// Normalises a request path (percent-decoding unreserved characters, resolving dot segments,
-/// folding repeated slashes). `None` when it climbs above the root or is not decodable.
-pub fn normalise(path: &str) -> Option<String> {
-    let decoded = decode_unreserved(path)?;
-    let mut out: Vec<&str> = Vec::new();
-    for seg in decoded.split('/').skip(1) {
-        match seg {
-            "" => {}
-            "." => {}
-            ".." => {
-                out.pop()?;
-            }
-            s => out.push(s),
-        }
-    }
-    let trailing = decoded.ends_with('/') && !out.is_empty();
-    let mut s = String::with_capacity(decoded.len());
-    for seg in &out {
-        s.push('/');
-        s.push_str(seg);
-    }
-    if s.is_empty() || trailing {
-        s.push('/');
-    }
-    Some(s)
-}
-
-/// Decodes `%XX` only where XX is an unreserved character (RFC 3986); others stay encoded.
-fn decode_unreserved(path: &str) -> Option<Cow<'_, str>> {
-    if !path.contains('%') {
-        return Some(Cow::Borrowed(path));
-    }
-    let b = path.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            let v = u8::from_str_radix(hex, 16).ok()?;
-            if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
-                out.push(v);
-            } else {
-                out.extend_from_slice(&b[i..i + 3]);
-            }
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// Limits of one budget (each optional).

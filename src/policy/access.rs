@@ -1,12 +1,15 @@
 //! Least privilege for the key (docs/design.md §2b): caller tokens checked in constant time, per-provider
-//! allow-lists of methods and normalised paths, and model allow-lists. Config parsing and the
-//! pure checks live here; `proxy.rs` calls them before anything reaches the upstream.
+//! allow-lists of methods and normalised paths, and model allow-lists. Config parsing lives in
+//! `config/`; the pure checks live here, and `proxy/` calls them before anything reaches the
+//! upstream. A checked path travels on as a `Target`, the only thing the proxy forwards.
 
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method};
 
 use crate::config::secret::Secret;
 
-pub use crate::config::policy::{normalise, AllowRule, CallerPlan};
+pub use crate::config::path::{normalise, split_risk};
+pub use crate::config::policy::{AllowRule, CallerPlan};
 
 /// Whether `method path` is on the list. The path must already be in normal form.
 pub fn allowed(rules: &[AllowRule], method: &Method, path: &str) -> bool {
@@ -103,7 +106,10 @@ pub fn identify(callers: &[Caller], headers: &HeaderMap) -> Option<usize> {
     found
 }
 
-/// Checks `METHOD path` against a provider's allow-list; the path must be in normal form.
+/// Checks `METHOD path` against a provider's allow-list (docs/design.md §2b): the path must be
+/// in normal form, with nothing an upstream could split on or decode into a separator
+/// (`split_risk`), and match a rule. Messages name what was wrong; only a path that passed the
+/// first two checks is echoed.
 pub fn check_allowed(
     rules: &[AllowRule],
     method: &Method,
@@ -114,12 +120,48 @@ pub fn check_allowed(
         Some(n) if n == path => {}
         _ => return Err(format!("the path is not in normal form (dot segments, repeated slashes or encoded characters); provider {provider} only accepts listed paths")),
     }
+    if let Some(what) = split_risk(path) {
+        return Err(format!("the path has {what} in a segment, which an upstream could read as another path; provider {provider} has an allow-list and refuses such paths"));
+    }
     if allowed(rules, method, path) {
         Ok(())
     } else {
         Err(format!(
             "{method} {path} is not allowed for provider {provider}"
         ))
+    }
+}
+
+/// The request target as the allow-list checked it and as the upstream gets it (docs/design.md
+/// §2b). Only `Target::admit` builds one, and `path()` returns the very bytes it checked, so the
+/// path forwarded cannot differ from the path checked. The query is never matched; it is
+/// forwarded as sent (less Gemini's key parameters, `headers::upstream_path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target(PathAndQuery);
+
+impl Target {
+    /// Admits `pq` after `check_allowed` when the provider has an allow-list; without one the
+    /// target is taken as sent.
+    pub fn admit(
+        allow: Option<&[AllowRule]>,
+        method: &Method,
+        pq: PathAndQuery,
+        provider: &str,
+    ) -> Result<Target, String> {
+        if let Some(rules) = allow {
+            check_allowed(rules, method, pq.path(), provider)?;
+        }
+        Ok(Target(pq))
+    }
+
+    /// The path, exactly as checked.
+    pub fn path(&self) -> &str {
+        self.0.path()
+    }
+
+    /// The query (not part of any match).
+    pub fn query(&self) -> Option<&str> {
+        self.0.query()
     }
 }
 
@@ -146,20 +188,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalisation() {
-        assert_eq!(
-            normalise("/v1/chat/completions").as_deref(),
-            Some("/v1/chat/completions")
-        );
-        assert_eq!(normalise("/v1/../files").as_deref(), Some("/files"));
-        assert_eq!(normalise("/v1/%2e%2e/files").as_deref(), Some("/files"));
-        assert_eq!(normalise("//v1///models").as_deref(), Some("/v1/models"));
-        assert_eq!(normalise("/v1/%63hat").as_deref(), Some("/v1/chat"));
-        assert_eq!(normalise("/a%2Fb").as_deref(), Some("/a%2Fb"));
-        assert_eq!(normalise("/.."), None);
-        assert_eq!(normalise("/v1/../../x"), None);
-        assert_eq!(normalise("/").as_deref(), Some("/"));
-        assert_eq!(normalise("/v1/café%20x").as_deref(), Some("/v1/café%20x"));
+    fn targets_forward_what_was_checked() {
+        let rules = [AllowRule {
+            method: Some(Method::GET),
+            segments: vec!["ok".into(), "**".into()],
+        }];
+        let admit = |allow: Option<&[AllowRule]>, pq: &'static str| {
+            Target::admit(allow, &Method::GET, PathAndQuery::from_static(pq), "p")
+        };
+        let t = admit(Some(&rules), "/ok/a%20b?x=%2f").unwrap();
+        assert_eq!((t.path(), t.query()), ("/ok/a%20b", Some("x=%2f")));
+        for pq in [
+            "/ok/..%2fsecret",
+            "/ok/..%5Csecret",
+            "/ok/..\\secret",
+            "/ok/..;/secret",
+        ] {
+            let e = admit(Some(&rules), pq).unwrap_err();
+            assert!(
+                e.contains("in a segment") && !e.contains("secret"),
+                "{pq}: {e}"
+            );
+        }
+        let e = admit(Some(&rules), "/ok/%252e%252e/secret").unwrap_err();
+        assert!(e.contains("an encoded `%` (%25)"), "{e}");
+        assert!(admit(Some(&rules), "/ok/%2E%2e/secret").is_err());
+        // No allow-list: the target is taken as sent.
+        let t = admit(None, "/ok/..%2fsecret?q").unwrap();
+        assert_eq!((t.path(), t.query()), ("/ok/..%2fsecret", Some("q")));
     }
 
     #[test]

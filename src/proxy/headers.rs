@@ -6,6 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::plan::{Credential, ProviderPlan};
 use crate::config::presets::ANTHROPIC_VERSION;
+use crate::policy::access::Target;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
@@ -132,9 +133,11 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid-uuid"))
 }
 
-/// The upstream path and query for a client path (docs/design.md §2: base path rule; Gemini's
-/// key parameters removed). `None` when the result is not a valid request target.
-pub fn upstream_path(provider: &ProviderPlan, path: &str, query: Option<&str>) -> String {
+/// The upstream path and query for an admitted target (docs/design.md §2: base path rule;
+/// Gemini's key parameters removed). The path is the target's, byte for byte, after the base
+/// path (docs/design.md §2b: the path checked is the path forwarded).
+pub fn upstream_path(provider: &ProviderPlan, target: &Target) -> String {
+    let (path, query) = (target.path(), target.query());
     let base = provider.base_path.as_str();
     let has_base = base.is_empty()
         || path == base
@@ -276,19 +279,29 @@ mod tests {
         assert_eq!(request_id(&h).len(), 36);
     }
 
+    /// `upstream_path` for a target admitted without an allow-list.
+    fn forwarded(p: &ProviderPlan, path: &str, query: Option<&str>) -> String {
+        let pq = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        let pq = http::uri::PathAndQuery::try_from(pq).unwrap();
+        upstream_path(
+            p,
+            &Target::admit(None, &http::Method::GET, pq, "p").unwrap(),
+        )
+    }
+
     #[test]
     fn base_path_rule() {
         let p = plan("providers:\n  openai: {api_key: env:KEY}\n");
         let o = &p.providers[0];
-        assert_eq!(upstream_path(o, "/responses", None), "/v1/responses");
-        assert_eq!(upstream_path(o, "/v1/responses", None), "/v1/responses");
-        assert_eq!(upstream_path(o, "/v1", None), "/v1");
-        assert_eq!(upstream_path(o, "/v10/x", None), "/v1/v10/x");
-        assert_eq!(
-            upstream_path(o, "/v1/models", Some("a=1")),
-            "/v1/models?a=1"
-        );
-        assert_eq!(upstream_path(o, "/v1/models", Some("")), "/v1/models");
+        assert_eq!(forwarded(o, "/responses", None), "/v1/responses");
+        assert_eq!(forwarded(o, "/v1/responses", None), "/v1/responses");
+        assert_eq!(forwarded(o, "/v1", None), "/v1");
+        assert_eq!(forwarded(o, "/v10/x", None), "/v1/v10/x");
+        assert_eq!(forwarded(o, "/v1/models", Some("a=1")), "/v1/models?a=1");
+        assert_eq!(forwarded(o, "/v1/models", Some("")), "/v1/models");
     }
 
     #[test]
@@ -296,19 +309,19 @@ mod tests {
         let p = plan("providers:\n  gemini: {api_key: env:KEY}\n");
         let g = &p.providers[0];
         assert_eq!(
-            upstream_path(g, "/v1beta/m", Some("key=x&alt=sse")),
+            forwarded(g, "/v1beta/m", Some("key=x&alt=sse")),
             "/v1beta/m?alt=sse"
         );
         assert_eq!(
-            upstream_path(g, "/v1beta/m", Some("apiKey=x&api_key=y")),
+            forwarded(g, "/v1beta/m", Some("apiKey=x&api_key=y")),
             "/v1beta/m"
         );
         assert_eq!(
-            upstream_path(g, "/v1beta/m", Some("keys=1")),
+            forwarded(g, "/v1beta/m", Some("keys=1")),
             "/v1beta/m?keys=1"
         );
         assert_eq!(
-            upstream_path(g, "/v1beta/m", Some("k%65y=x&a=1")),
+            forwarded(g, "/v1beta/m", Some("k%65y=x&a=1")),
             "/v1beta/m?a=1"
         );
     }

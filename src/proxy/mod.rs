@@ -36,6 +36,7 @@ use hyper::body::Incoming;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::plan::Credential;
+use crate::policy::access::Target;
 use crate::proxy::body::{ProxyBody, RequestBody, RequestStats, ResponseBody};
 use crate::proxy::error::ProxyError;
 use crate::telemetry::logging::log_path;
@@ -108,8 +109,7 @@ async fn forward(
     let admitted = admit(route, &req)?;
     // WebSocket upgrades (docs/design.md §5.7) are tunnelled, not proxied request by request.
     if admitted.websocket {
-        let pq = &admitted.path_and_query;
-        return match websocket::open(route, req, pq, info, active).await? {
+        return match websocket::open(route, req, &admitted.target, info, active).await? {
             websocket::Opened::Switched(resp) => Ok(resp),
             websocket::Opened::Refused(resp, active) => {
                 let ttfb = info.start.elapsed();
@@ -148,7 +148,8 @@ async fn forward(
 
 /// What the checks of steps 1-4 found for a request they let through.
 struct Admitted {
-    path_and_query: PathAndQuery,
+    /// The path as the allow-list checked it: the one forwarded (docs/design.md §2b).
+    target: Target,
     websocket: bool,
     caller: Option<usize>,
     credential: Credential,
@@ -159,7 +160,7 @@ fn admit(route: &Route, req: &Request<Incoming>) -> Result<Admitted, ProxyError>
     if route.draining.load(Ordering::Relaxed) {
         return Err(ProxyError::ShuttingDown);
     }
-    let path_and_query = check_target(req)?;
+    let pq = check_target(req)?;
     let websocket = websocket::requested(req)?;
     let caller = check_caller(route, req)?;
     let credential = route.key.get();
@@ -167,18 +168,16 @@ fn admit(route: &Route, req: &Request<Incoming>) -> Result<Admitted, ProxyError>
         let why = route.provider.cloud.as_ref().map(|_| why.clone());
         return Err(ProxyError::NotConfigured(why));
     }
-    if let Some(rules) = &route.provider.allow {
-        let (method, path) = (req.method(), path_and_query.path());
-        crate::policy::access::check_allowed(rules, method, path, &route.provider.name)
-            .map_err(ProxyError::NotAllowed)?;
-    }
+    let allow = route.provider.allow.as_deref();
+    let target = Target::admit(allow, req.method(), pq, &route.provider.name)
+        .map_err(ProxyError::NotAllowed)?;
     let declared = check_declared_size(req, route.limits.max_request_body)?;
     if let Some(limiter) = &route.limiter {
         limiter.check(declared).map_err(ProxyError::RateLimited)?;
     }
     check_budgets(route, caller)?;
     Ok(Admitted {
-        path_and_query,
+        target,
         websocket,
         caller,
         credential,
@@ -329,14 +328,14 @@ fn upstream_request(
     admitted: &Admitted,
     request_id: &HeaderValue,
 ) -> Result<Request<RequestBody>, ProxyError> {
-    let (pq, credential) = (&admitted.path_and_query, &admitted.credential);
     let provider = &route.provider;
-    let path = headers::upstream_path(provider, pq.path(), pq.query());
+    let path = headers::upstream_path(provider, &admitted.target);
     let unusable = || ProxyError::InvalidRequest("the request path cannot be forwarded".into());
     let mut uri = provider.origin.clone().into_parts();
     uri.path_and_query = Some(PathAndQuery::try_from(path).map_err(|_| unusable())?);
     parts.uri = Uri::from_parts(uri).map_err(|_| unusable())?;
     parts.version = Version::HTTP_11;
+    let credential = &admitted.credential;
     headers::to_upstream(&mut parts.headers, provider, credential, request_id);
     if let Credential::Aws(keys) = credential {
         let region = provider.region.as_deref().unwrap_or_default();

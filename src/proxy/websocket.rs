@@ -18,6 +18,7 @@ use hyper::service::Service;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
+use crate::policy::access::Target;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers;
@@ -103,14 +104,14 @@ fn reset(err: hyper::Error) -> ProxyError {
 pub(crate) async fn open(
     route: &Arc<Route>,
     mut req: Request<Incoming>,
-    pq: &PathAndQuery,
+    target: &Target,
     info: &RequestInfo,
     active: Active,
 ) -> Result<Opened, ProxyError> {
     let shutdown = req.extensions_mut().remove::<Shutdown>();
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
-    let up = upgrade_request(route, parts.headers, pq, info)?;
+    let up = upgrade_request(route, parts.headers, target, info)?;
     let mut resp = match tokio::time::timeout(route.limits.request_timeout, send(route, up)).await {
         Ok(r) => r?,
         Err(_) => return Err(ProxyError::Timeout(route.limits.request_timeout)),
@@ -147,7 +148,7 @@ pub(crate) async fn open(
 fn upgrade_request(
     route: &Route,
     mut headers: http::HeaderMap,
-    pq: &PathAndQuery,
+    target: &Target,
     info: &RequestInfo,
 ) -> Result<Request<Empty<Bytes>>, ProxyError> {
     let provider = &route.provider;
@@ -160,7 +161,7 @@ fn upgrade_request(
         header::HOST,
         HeaderValue::from_str(authority).map_err(|_| unusable())?,
     );
-    let path = headers::upstream_path(provider, pq.path(), pq.query());
+    let path = headers::upstream_path(provider, target);
     let mut up = Request::new(Empty::<Bytes>::new());
     *up.method_mut() = Method::GET;
     *up.uri_mut() = PathAndQuery::try_from(path)
