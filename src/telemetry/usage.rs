@@ -302,7 +302,7 @@ pub enum UsageTap {
     },
     /// AWS event stream (Bedrock), read message by message.
     EventStream {
-        scanner: crate::telemetry::eventstream::EventStreamScanner,
+        scanner: Box<crate::telemetry::eventstream::EventStreamScanner>,
         usage: Usage,
     },
     Kept {
