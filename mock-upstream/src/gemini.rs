@@ -1,6 +1,6 @@
 //! Minimal Gemini-shaped routes under `/v1beta/`: `models/{m}:generateContent`,
 //! `models/{m}:streamGenerateContent` (SSE with `alt=sse`, else a streamed JSON array) and the
-//! model list, with Google-shaped errors.
+//! model list, with Google-shaped errors. The generator is shared with Vertex AI (src/vertex.rs).
 
 use std::sync::Arc;
 
@@ -8,19 +8,11 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 
 use crate::body::MockBody;
+use crate::google::api_error;
 use crate::routes::{credential_ok, js, json, respond, sse, Req, Resp, Scheme};
 use crate::{chunk_text, expected_text, Shared};
 
 const PROMPT_TOKENS: usize = 11;
-
-fn error(shared: &Arc<Shared>, status: StatusCode, message: &str, kind: &str) -> Resp {
-    let body = format!(
-        "{{\"error\":{{\"code\":{},\"message\":{},\"status\":\"{kind}\"}}}}",
-        status.as_u16(),
-        js(message)
-    );
-    json(shared, status, body)
-}
 
 /// One `GenerateContentResponse` carrying `text`; `last` adds the finish reason and full usage.
 fn candidate(model: &str, id: &str, text: &str, last: Option<usize>) -> String {
@@ -48,7 +40,7 @@ fn candidate(model: &str, id: &str, text: &str, last: Option<usize>) -> String {
 pub(crate) fn handle(shared: &Arc<Shared>, req: &Req) -> Resp {
     if !credential_ok(shared, req, Scheme::Goog) {
         let msg = "API key not valid. Please pass a valid API key.";
-        return error(shared, StatusCode::UNAUTHORIZED, msg, "UNAUTHENTICATED");
+        return api_error(shared, StatusCode::UNAUTHORIZED, msg, "UNAUTHENTICATED");
     }
     if req.method == Method::GET && req.path == "/v1beta/models" {
         let body = r#"{"models":[{"name":"models/gemini-2.5-flash","displayName":"Gemini 2.5 Flash","supportedGenerationMethods":["generateContent","countTokens"]}]}"#;
@@ -63,12 +55,18 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Req) -> Resp {
         (&Method::POST, Some((model, "streamGenerateContent"))) => (model, true),
         _ => {
             let msg = format!("Method not found: {} {}", req.method, req.path);
-            return error(shared, StatusCode::NOT_FOUND, &msg, "NOT_FOUND");
+            return api_error(shared, StatusCode::NOT_FOUND, &msg, "NOT_FOUND");
         }
     };
+    generate(shared, req, model, stream)
+}
+
+/// The generated answer to a `generateContent` (`stream`: `streamGenerateContent`) request for
+/// `model`; shared with Vertex (src/vertex.rs).
+pub(crate) fn generate(shared: &Arc<Shared>, req: &Req, model: &str, stream: bool) -> Resp {
     if req.json().is_err() {
         let msg = "Invalid JSON payload received.";
-        return error(shared, StatusCode::BAD_REQUEST, msg, "INVALID_ARGUMENT");
+        return api_error(shared, StatusCode::BAD_REQUEST, msg, "INVALID_ARGUMENT");
     }
     let chunks = req.chunks();
     let id = shared.next_id();

@@ -13,16 +13,24 @@
 #![forbid(unsafe_code)]
 
 mod anthropic;
+mod aws;
+mod azure;
 mod body;
+mod cloud;
+mod eventstream;
 mod faultio;
 mod frames;
 mod gemini;
+mod google;
 mod h2wire;
+mod idp;
 mod openai;
 mod record;
 mod routes;
 mod server;
+mod sts;
 mod tls;
+mod vertex;
 mod ws;
 
 use std::fmt;
@@ -36,7 +44,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+pub use aws::bedrock_usage;
+pub use cloud::{AwsCredential, CloudService, DEFAULT_TOKEN_LIFETIME_SECS};
+pub use eventstream::{decode_event_stream, encode_event, EventMessage};
+pub use google::{google_service_account_json, CLOUD_PLATFORM, SA_EMAIL};
+pub use idp::{ENTRA_ASSERTION_AUDIENCE, OIDC_SUBJECT};
 pub use record::Recorded;
+pub use sts::STS_AUDIENCE;
 
 /// The deterministic assistant text the provider routes generate for `chunks` content deltas
 /// (the concatenation of all streamed deltas, and the full text of non-streaming answers).
@@ -85,6 +99,12 @@ pub struct MockConfig {
     /// refuse streams above it: [`MockUpstream::peak_streams_per_connection`] shows whether
     /// the client honoured it.
     pub h2_max_concurrent_streams: u32,
+    /// The request token `GET /oidc/token` requires as `authorization: Bearer T` (GitHub's
+    /// `ACTIONS_ID_TOKEN_REQUEST_TOKEN`); None: any non-empty one.
+    pub oidc_request_token: Option<String>,
+    /// The static AWS access key id Bedrock accepts besides live STS-issued ones; None: any
+    /// key id of AWS's shape (16-128 of `A-Z0-9`).
+    pub aws_access_key_id: Option<String>,
 }
 
 /// The default [`MockConfig::h2_max_concurrent_streams`]: enough for benches to hold
@@ -110,6 +130,8 @@ impl Default for MockConfig {
             handshake_delay: Duration::ZERO,
             h1_idle_close: None,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            oidc_request_token: None,
+            aws_access_key_id: None,
         }
     }
 }
@@ -127,6 +149,11 @@ impl fmt::Debug for MockConfig {
             .field("handshake_delay", &self.handshake_delay)
             .field("h1_idle_close", &self.h1_idle_close)
             .field("h2_max_concurrent_streams", &self.h2_max_concurrent_streams)
+            .field(
+                "oidc_request_token",
+                &self.oidc_request_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("aws_access_key_id", &self.aws_access_key_id)
             .finish()
     }
 }
@@ -156,6 +183,8 @@ pub(crate) struct Shared {
     in_flight: AtomicUsize,
     /// TLS connections open now.
     open_connections: AtomicUsize,
+    /// Issued cloud credentials, token-service counters and switches (src/cloud.rs).
+    pub(crate) cloud: cloud::Cloud,
 }
 
 impl Shared {
@@ -175,6 +204,7 @@ impl Shared {
             peak_streams: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             open_connections: AtomicUsize::new(0),
+            cloud: cloud::Cloud::new(),
             cfg,
         }
     }

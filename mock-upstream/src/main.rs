@@ -9,17 +9,22 @@ use std::time::Duration;
 
 use mock_upstream::{Alpn, MockConfig, MockUpstream};
 
-const USAGE: &str = "usage: mock-upstream [--listen ADDR] [--ca-out PATH] [--key KEY] [--gap-ms MS] [--alpn both|h1|h2] [--h2-max-streams N]
+const USAGE: &str = "usage: mock-upstream [--listen ADDR] [--ca-out PATH] [--key KEY] [--gap-ms MS] [--alpn both|h1|h2] [--h2-max-streams N] [--oidc-request-token T] [--aws-access-key-id AKID] [--sa-out PATH]
   --listen ADDR   address to listen on (default 127.0.0.1:8443)
   --ca-out PATH   where to write the CA certificate, PEM (default target/mock-ca.pem)
   --key KEY       only accept this credential (default: any non-empty one)
   --gap-ms MS     gap between generated SSE chunks (default 20)
   --alpn PROTOS   ALPN protocols to advertise (default both)
-  --h2-max-streams N  SETTINGS_MAX_CONCURRENT_STREAMS advertised on h2 connections (default 100000)";
+  --h2-max-streams N  SETTINGS_MAX_CONCURRENT_STREAMS advertised on h2 connections (default 100000)
+  --oidc-request-token T  bearer token GET /oidc/token requires (default: any non-empty one)
+  --aws-access-key-id AKID  static AWS key id Bedrock accepts besides STS-issued ones
+                  (default: any key id of AWS's shape)
+  --sa-out PATH   write a Google service-account JSON key (token_uri https://127.0.0.1:PORT/google/token)";
 
 struct Args {
     listen: SocketAddr,
     ca_out: PathBuf,
+    sa_out: Option<PathBuf>,
     cfg: MockConfig,
 }
 
@@ -27,6 +32,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut out = Args {
         listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
         ca_out: PathBuf::from("target/mock-ca.pem"),
+        sa_out: None,
         cfg: MockConfig::default(),
     };
     while let Some(flag) = args.next() {
@@ -40,6 +46,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--gap-ms",
             "--alpn",
             "--h2-max-streams",
+            "--oidc-request-token",
+            "--aws-access-key-id",
+            "--sa-out",
         ]
         .contains(&flag.as_str())
         {
@@ -55,6 +64,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .map_err(|_| format!("invalid --listen address: {value}"))?
             }
             "--ca-out" => out.ca_out = PathBuf::from(value),
+            "--sa-out" => out.sa_out = Some(PathBuf::from(value)),
+            "--oidc-request-token" => out.cfg.oidc_request_token = Some(value),
+            "--aws-access-key-id" => out.cfg.aws_access_key_id = Some(value),
             // The key's value is never echoed back, not even in errors.
             "--key" => out.cfg.expected_key = Some(value),
             "--gap-ms" => {
@@ -134,6 +146,14 @@ async fn main() -> ExitCode {
     if let Err(e) = std::fs::write(&args.ca_out, mock.ca_pem()) {
         eprintln!("mock-upstream: cannot write {}: {e}", args.ca_out.display());
         return ExitCode::FAILURE;
+    }
+    if let Some(path) = &args.sa_out {
+        let token_uri = format!("https://{}/google/token", mock.addr());
+        if let Err(e) = std::fs::write(path, mock_upstream::google_service_account_json(&token_uri))
+        {
+            eprintln!("mock-upstream: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
     }
     println!(
         "mock-upstream listening on https://{} (CA written to {})",

@@ -1,5 +1,6 @@
 //! OpenAI-shaped routes: chat completions (JSON and SSE), the Responses API (JSON and SSE),
-//! the model list, and OpenAI-shaped errors (401, 400, unknown URL 404).
+//! the model list, and OpenAI-shaped errors (401, 400, unknown URL 404). Chat completions are
+//! shared with Azure OpenAI (src/azure.rs).
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ const DEFAULT_MODEL: &str = "gpt-4o-mini";
 const SSE_TYPE: &str = "text/event-stream; charset=utf-8";
 
 /// Parameters of one generation request.
-struct Gen {
+pub(crate) struct Gen {
     model: String,
     stream: bool,
     include_usage: bool,
@@ -76,7 +77,7 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Req) -> Resp {
 }
 
 /// The generation parameters of the request, or None when its body is not valid JSON.
-fn parse(req: &Req) -> Option<Gen> {
+pub(crate) fn parse(req: &Req) -> Option<Gen> {
     let mut gen = Gen {
         model: DEFAULT_MODEL.into(),
         stream: false,
@@ -96,7 +97,7 @@ fn parse(req: &Req) -> Option<Gen> {
     Some(gen)
 }
 
-fn bad_json(shared: &Arc<Shared>) -> Resp {
+pub(crate) fn bad_json(shared: &Arc<Shared>) -> Resp {
     let msg = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)";
     error(shared, StatusCode::BAD_REQUEST, msg, None)
 }
@@ -119,7 +120,7 @@ fn chat_usage(chunks: usize) -> String {
     )
 }
 
-fn chat(shared: &Arc<Shared>, req: &Req, gen: Gen) -> Resp {
+pub(crate) fn chat(shared: &Arc<Shared>, req: &Req, gen: Gen) -> Resp {
     let id = format!("chatcmpl-{}", shared.next_id());
     let created = unix_secs();
     let model = js(&gen.model);

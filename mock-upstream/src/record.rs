@@ -1,6 +1,8 @@
 //! What the mock records about each request, and the streaming body reader that hashes the
 //! whole body while keeping only a bounded prefix.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use http::request::Parts;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -58,6 +60,28 @@ impl Recorded {
     /// The recorded body (first 1 MiB) parsed as JSON, if it is valid JSON.
     pub fn json(&self) -> Option<serde_json::Value> {
         serde_json::from_slice(&self.body).ok()
+    }
+
+    /// As `/mock/requests` answers it: `{"method","path_and_query","version","authority",
+    /// "headers":[[name,value],..],"body_len","body_sha256","body_b64","body_complete"}`
+    /// (values lossy UTF-8; `body_b64` is the standard base64 of [`Recorded::body`]).
+    pub fn to_json(&self) -> serde_json::Value {
+        let headers: Vec<[String; 2]> = self
+            .headers
+            .iter()
+            .map(|(n, v)| [n.clone(), String::from_utf8_lossy(v).into_owned()])
+            .collect();
+        serde_json::json!({
+            "method": self.method,
+            "path_and_query": self.path_and_query,
+            "version": format!("{:?}", self.version),
+            "authority": self.authority,
+            "headers": headers,
+            "body_len": self.body_len,
+            "body_sha256": self.body_sha256,
+            "body_b64": STANDARD.encode(&self.body),
+            "body_complete": self.body_complete,
+        })
     }
 
     pub(crate) fn new(parts: &Parts, info: &ConnInfo, read: &BodyRead) -> Recorded {

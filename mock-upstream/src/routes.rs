@@ -1,6 +1,7 @@
 //! Request dispatch: read and record the body, then route to the test-control (`/mock/*`),
-//! Anthropic (`/v1/messages*`), Gemini (`/v1beta/*`) or OpenAI handlers. Also the shared
-//! request/response helpers and the credential check.
+//! cloud (token services, Bedrock, Vertex, Azure: [`cloud_route`]), Anthropic
+//! (`/v1/messages*`), Gemini (`/v1beta/*`) or OpenAI handlers. Also the shared request/response
+//! helpers and the credential check.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use hyper::body::Incoming;
 
 use crate::body::{MockBody, Step};
 use crate::record::{self, BodyRead, ConnInfo, Recorded, RECORD_LIMIT};
-use crate::{anthropic, gemini, openai, Shared};
+use crate::{anthropic, aws, azure, cloud, gemini, google, idp, openai, sts, vertex, Shared};
 
 /// Provider routes buffer up to this much body to parse it as JSON.
 const PARSE_LIMIT: usize = 64 << 20;
@@ -87,13 +88,16 @@ pub(crate) enum Scheme {
     Goog,
 }
 
+/// The token of `authorization: Bearer T`.
+pub(crate) fn bearer(req: &Req) -> Option<&str> {
+    let (kind, token) = req.header("authorization")?.trim().split_once(' ')?;
+    kind.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// True when the request carries a credential acceptable under the config.
 pub(crate) fn credential_ok(shared: &Shared, req: &Req, scheme: Scheme) -> bool {
     let presented = match scheme {
-        Scheme::Bearer => req.header("authorization").and_then(|v| {
-            let (kind, key) = v.trim().split_once(' ')?;
-            kind.eq_ignore_ascii_case("bearer").then(|| key.trim())
-        }),
+        Scheme::Bearer => bearer(req),
         Scheme::XApiKey => req.header("x-api-key"),
         Scheme::Goog => req.header("x-goog-api-key").or_else(|| req.query("key")),
     };
@@ -192,6 +196,8 @@ pub(crate) async fn handle(
     };
     let resp = if is_mock {
         return mock_route(&shared, &req).await;
+    } else if let Some(resp) = cloud_route(&shared, &req) {
+        resp
     } else if req.path.starts_with("/v1/messages") {
         anthropic::handle(&shared, &req)
     } else if req.path.starts_with("/v1beta/") {
@@ -203,7 +209,14 @@ pub(crate) async fn handle(
     let gzip = req
         .header("accept-encoding")
         .is_some_and(|v| v.contains("gzip"));
-    if gzip && resp.status() == StatusCode::OK {
+    let event_stream = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(b"application/vnd.amazon.eventstream")
+        });
+    if gzip && resp.status() == StatusCode::OK && !event_stream {
         let (mut parts, body) = resp.into_parts();
         parts.headers.remove(http::header::CONTENT_LENGTH);
         parts.headers.insert(
@@ -213,6 +226,68 @@ pub(crate) async fn handle(
         return Response::from_parts(parts, body.gzipped());
     }
     resp
+}
+
+/// The cloud routes: token services (GitHub OIDC, AWS STS, Google OAuth/STS/IAM, Entra ID) and
+/// the providers that accept their credentials (Bedrock, Vertex AI, Azure OpenAI).
+fn cloud_route(shared: &Arc<Shared>, req: &Req) -> Option<Resp> {
+    const IAM: [&str; 2] = [
+        "/google/iam/v1/projects/-/serviceAccounts/",
+        "/v1/projects/-/serviceAccounts/",
+    ];
+    let p = req.path.as_str();
+    let post = req.method == Method::POST;
+    let iam = IAM
+        .iter()
+        .find_map(|prefix| p.strip_prefix(prefix)?.strip_suffix(":generateAccessToken"));
+    let entra = p
+        .strip_prefix("/entra/")
+        .and_then(|rest| rest.strip_suffix("/oauth2/v2.0/token"));
+    Some(if p == "/oidc/token" {
+        idp::oidc(shared, req)
+    } else if let Some(tenant) = entra {
+        idp::entra(shared, req, tenant)
+    } else if p == "/sts" || p == "/sts/" || (p == "/" && post && sts::is_sts_form(req)) {
+        sts::handle(shared, req)
+    } else if p == "/google/token" {
+        google::token(shared, req)
+    } else if p == "/google/sts/v1/token" {
+        google::sts(shared, req)
+    } else if let Some(email) = iam {
+        google::impersonate(shared, req, &cloud::percent_decode(email.as_bytes()))
+    } else if p.starts_with("/model/") {
+        aws::handle(shared, req)
+    } else if vertex::is_vertex(p) {
+        vertex::handle(shared, req)
+    } else if p.starts_with("/openai/") {
+        azure::handle(shared, req)
+    } else {
+        return None;
+    })
+}
+
+/// `/mock/requests?last=N` (default 20): the last N recorded requests that were not `/mock/*`
+/// control requests, oldest first, as [`Recorded::to_json`].
+fn recent_requests(shared: &Arc<Shared>, req: &Req) -> Resp {
+    let last = req.query_u64("last", 20) as usize;
+    let records = shared.records();
+    let mut picked: Vec<serde_json::Value> = records
+        .iter()
+        .rev()
+        .filter(|r| {
+            let p = r.path_and_query.as_str();
+            !(p.starts_with("/mock/") || p.starts_with("/v1/mock/"))
+        })
+        .take(last)
+        .map(Recorded::to_json)
+        .collect();
+    drop(records);
+    picked.reverse();
+    json(
+        shared,
+        StatusCode::OK,
+        serde_json::Value::Array(picked).to_string(),
+    )
 }
 
 /// One `/mock/sse`-style event: `id: i` and a JSON data line of about `size` bytes carrying the
@@ -277,6 +352,8 @@ async fn mock_route(shared: &Arc<Shared>, req: &Req) -> Resp {
             sse("text/event-stream", body)
         }
         "large" => large(shared, req.query_u64("bytes", 1 << 20)),
+        "requests" => recent_requests(shared, req),
+        _ if route.starts_with("cloud/") => cloud::control(shared, req, &route[6..]),
         _ => match route.strip_prefix("status/").map(str::parse::<u16>) {
             Some(Ok(code)) => status(shared, req, code),
             _ => json(
