@@ -65,6 +65,7 @@ mod routes;
 mod server;
 mod sts;
 mod tls;
+mod tokenwire;
 mod vertex;
 mod ws;
 
@@ -154,6 +155,14 @@ impl Default for MockConfig {
             "api.githubcopilot.com",
             "generativelanguage.googleapis.com",
             "aiplatform.googleapis.com",
+            "us-east5-aiplatform.googleapis.com",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "sts.amazonaws.com",
+            "oauth2.googleapis.com",
+            "sts.googleapis.com",
+            "iamcredentials.googleapis.com",
+            "login.microsoftonline.com",
+            "*.openai.azure.com",
             "upstream.test",
             "localhost",
         ];
