@@ -13,9 +13,9 @@ use serde_json::json;
 
 use crate::anthropic::{message_json, stream_events, INPUT_TOKENS};
 use crate::body::MockBody;
-use crate::cloud::percent_decode;
 use crate::eventstream::json_event;
 use crate::routes::{js, json, respond, set_header, Req, Resp};
+use crate::tokenwire::percent_decode;
 use crate::{chunk_text, expected_text, Shared};
 
 /// `invocationLatency` / `latencyMs` reported by every answer, in milliseconds.

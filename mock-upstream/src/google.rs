@@ -11,8 +11,9 @@ use http::StatusCode;
 use ring::signature::{self, KeyPair as _, RsaKeyPair};
 use serde_json::{json, Value};
 
-use crate::cloud::{self, field, parse_jwt, CloudService};
+use crate::cloud::CloudService;
 use crate::routes::{bearer, json, unix_secs, Req, Resp};
+use crate::tokenwire::{self, field, parse_jwt};
 use crate::Shared;
 
 /// `client_email` of the mock's service account.
@@ -118,7 +119,7 @@ fn check_assertion(token: &str) -> Result<(), &'static str> {
 
 /// `POST /google/token`: the JWT-bearer grant of the mock's service account.
 pub(crate) fn token(shared: &Arc<Shared>, req: &Req) -> Resp {
-    let form = cloud::form(&req.body.kept);
+    let form = tokenwire::form(&req.body.kept);
     shared.cloud.note(req, &form);
     if shared.cloud.failing() {
         let (status, desc) = (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable");
@@ -154,7 +155,7 @@ fn fields(req: &Req) -> Vec<(String, String)> {
             .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
             .collect();
     }
-    cloud::form(&req.body.kept)
+    tokenwire::form(&req.body.kept)
 }
 
 /// `POST /google/sts/v1/token`: token exchange of an OIDC JWT for a federated access token.
@@ -225,7 +226,7 @@ pub(crate) fn impersonate(shared: &Arc<Shared>, req: &Req, email: &str) -> Resp 
     let n = shared.cloud.count_of(CloudService::GoogleIam) + 1;
     let token = format!("ya29.imp-{n}-{}", shared.next_id());
     let expires = shared.cloud.issue(CloudService::GoogleIam, &token, None);
-    let body = json!({"accessToken": token, "expireTime": cloud::iso8601(expires)});
+    let body = json!({"accessToken": token, "expireTime": tokenwire::iso8601(expires)});
     json(shared, StatusCode::OK, body.to_string())
 }
 

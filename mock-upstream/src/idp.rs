@@ -7,8 +7,9 @@ use std::sync::Arc;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::cloud::{self, field, parse_jwt, unsigned_jwt, CloudService};
+use crate::cloud::CloudService;
 use crate::routes::{bearer, json, unix_secs, Req, Resp};
+use crate::tokenwire::{self, field, parse_jwt, unsigned_jwt};
 use crate::Shared;
 
 /// `sub` of every mock OIDC token.
@@ -37,7 +38,7 @@ pub(crate) fn oidc(shared: &Arc<Shared>, req: &Req) -> Resp {
     }
     let audience = req
         .query("audience")
-        .map(|a| cloud::percent_decode(a.as_bytes()))
+        .map(|a| tokenwire::percent_decode(a.as_bytes()))
         .unwrap_or_else(|| "https://github.com/o".to_owned());
     let now = unix_secs();
     let n = shared.cloud.count_of(CloudService::Oidc) + 1;
@@ -56,11 +57,11 @@ pub(crate) fn oidc(shared: &Arc<Shared>, req: &Req) -> Resp {
 
 /// `POST /entra/{tenant}/oauth2/v2.0/token`: client credentials with a federated assertion.
 pub(crate) fn entra(shared: &Arc<Shared>, req: &Req, tenant: &str) -> Resp {
-    let form = cloud::form(&req.body.kept);
+    let form = tokenwire::form(&req.body.kept);
     shared.cloud.note(req, &form);
     let err = |status: StatusCode, code: &str, desc: &str| {
         let body = json!({"error": code, "error_description": desc, "error_codes": [],
-            "timestamp": cloud::iso8601(std::time::SystemTime::now())});
+            "timestamp": tokenwire::iso8601(std::time::SystemTime::now())});
         json(shared, status, body.to_string())
     };
     if shared.cloud.failing() {

@@ -1,5 +1,6 @@
-//! A TLS (h2 + http/1.1) mock of the OpenAI, Anthropic and Gemini HTTP APIs that records every
-//! request it receives, for integration tests, benchmarks and the README quickstart.
+//! A TLS (h2 + http/1.1) mock of the OpenAI, Anthropic and Gemini HTTP APIs, of Bedrock, Vertex
+//! AI and Azure OpenAI and their token services, that records every request it receives, for
+//! integration tests, benchmarks and the README quickstart.
 //!
 //! Start one with [`MockUpstream::start`], trust [`MockUpstream::ca_pem`] in the client, connect
 //! to [`MockUpstream::addr`] with any SNI from [`MockConfig::hosts`], then assert on
@@ -10,6 +11,40 @@
 //! SETTINGS frame mid-connection, src/faultio.rs) and [`MockUpstream::set_handshake_delay`];
 //! what the client did: [`MockUpstream::handshakes`], [`MockUpstream::open_connections`],
 //! [`MockUpstream::peak_streams_per_connection`], [`MockUpstream::cancelled_streams`].
+//!
+//! # Cloud providers and their token services
+//!
+//! Token services (each records what it received and counts what it issued, see
+//! [`MockUpstream::issued_tokens`]; issued credentials live
+//! [`DEFAULT_TOKEN_LIFETIME_SECS`] unless [`MockUpstream::set_token_lifetime`] says otherwise):
+//!
+//! | route | answers |
+//! |---|---|
+//! | `GET /oidc/token?api-version=2.0&audience=AUD` | GitHub Actions OIDC: needs `authorization: Bearer` [`MockConfig::oidc_request_token`] (None: any); `{"count":1,"value":JWT}`, an unsigned RS256-shaped JWT with `iss` `https://token.actions.githubusercontent.com`, `aud` AUD, `sub` [`OIDC_SUBJECT`], `exp`, `iat`, `jti` `mock-N`; 401 `{"message":..}` |
+//! | `POST /sts/` (or `POST /` with `Action=AssumeRoleWithWebIdentity`) | AWS STS XML with a fresh `ASIAMOCK…` key, secret, session token and `Expiration`; the `WebIdentityToken` must be any well-formed JWT with `aud` [`STS_AUDIENCE`] and `exp` in the future (mock-issued or not); 400 `InvalidIdentityToken` / `ExpiredTokenException` / `ValidationError` XML |
+//! | `POST /google/token` | OAuth JWT-bearer grant: the RS256 signature must verify with the key of [`google_service_account_json`], `iss` [`SA_EMAIL`], `aud` `https://…/google/token` or `https://oauth2.googleapis.com/token`, `scope` with [`CLOUD_PLATFORM`], `exp - iat <= 3600`, unexpired; `{"access_token":"ya29.mock-N-…","expires_in":L,"token_type":"Bearer"}`; 400 `invalid_grant` |
+//! | `POST /google/sts/v1/token` (form or JSON) | token exchange: `subject_token` an unexpired JWT whose `aud` is the `audience` field (`//iam.googleapis.com/…`) or `https:` + it; `{"access_token":"fed.mock-N-…","issued_token_type":..,"token_type":"Bearer","expires_in":L}` |
+//! | `POST /google/iam/v1/projects/-/serviceAccounts/{email}:generateAccessToken` (also without `/google/iam`) | impersonation with a live `/google/token` or `/google/sts` bearer, JSON `{"scope":[..]}`; `{"accessToken":"ya29.imp-N-…","expireTime":ISO}`; 401 Google-shaped |
+//! | `POST /entra/{tenant}/oauth2/v2.0/token` | Entra ID client credentials: `client_id`, `scope` ending `/.default`, `client_assertion_type` jwt-bearer, `client_assertion` an unexpired JWT with `aud` [`ENTRA_ASSERTION_AUDIENCE`]; `{"token_type":"Bearer","expires_in":L,"ext_expires_in":L,"access_token":JWT}`; 400/401 `{"error":..,"error_description":"AADSTS…"}` |
+//!
+//! Providers: Bedrock `POST /model/{modelId}/invoke|invoke-with-response-stream|converse|
+//! converse-stream` (SigV4 shape, `x-amz-date`, and a key id that is
+//! [`MockConfig::aws_access_key_id`] (None: any of AWS's shape) or a live STS one with its
+//! `x-amz-security-token`; 403 `{"message":..}` + `x-amzn-errortype`; usage
+//! [`bedrock_usage`]; streams are AWS event streams, see [`decode_event_stream`], header
+//! `x-mock-split-frames: 1` splits each message over two body frames). Vertex AI
+//! `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent|
+//! streamGenerateContent` and `.../publishers/anthropic/models/{m}:rawPredict|streamRawPredict`
+//! (a live Google token, or `x-goog-api-key` checked like Gemini's key). Azure OpenAI
+//! `POST /openai/deployments/{d}/chat/completions|embeddings?api-version=V` (404 `Resource not
+//! found` without `api-version`) and `/openai/v1/chat/completions|embeddings` (`api-key`
+//! checked like the other keys, or a live Entra bearer).
+//!
+//! Controls (any method): `/mock/cloud/lifetime?secs=N`, `/mock/cloud/fail?on=1|0` (token
+//! services answer 503 while on), `/mock/cloud/expire` (every issued credential expires now),
+//! `/mock/cloud/stats` (each answers [`MockUpstream::cloud_stats`]),
+//! `/mock/cloud/aws-credentials` (the STS-issued keys with their secrets, for SigV4 checks), and
+//! `/mock/requests?last=N` (the last N non-control requests as [`Recorded::to_json`]).
 #![forbid(unsafe_code)]
 
 mod anthropic;
@@ -30,6 +65,7 @@ mod routes;
 mod server;
 mod sts;
 mod tls;
+mod tokenwire;
 mod vertex;
 mod ws;
 
@@ -119,6 +155,14 @@ impl Default for MockConfig {
             "api.githubcopilot.com",
             "generativelanguage.googleapis.com",
             "aiplatform.googleapis.com",
+            "us-east5-aiplatform.googleapis.com",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "sts.amazonaws.com",
+            "oauth2.googleapis.com",
+            "sts.googleapis.com",
+            "iamcredentials.googleapis.com",
+            "login.microsoftonline.com",
+            "*.openai.azure.com",
             "upstream.test",
             "localhost",
         ];

@@ -1,4 +1,4 @@
-//! `mock-upstream` binary: serves the TLS mock of the OpenAI / Anthropic / Gemini APIs on a fixed
+//! `mock-upstream` binary: serves the TLS mock of the LLM APIs and cloud token services on a fixed
 //! address and writes its CA certificate to a file, until Ctrl-C or SIGTERM.
 #![forbid(unsafe_code)]
 

@@ -13,7 +13,9 @@ use hyper::body::Incoming;
 
 use crate::body::{MockBody, Step};
 use crate::record::{self, BodyRead, ConnInfo, Recorded, RECORD_LIMIT};
-use crate::{anthropic, aws, azure, cloud, gemini, google, idp, openai, sts, vertex, Shared};
+use crate::{
+    anthropic, aws, azure, cloud, gemini, google, idp, openai, sts, tokenwire, vertex, Shared,
+};
 
 /// Provider routes buffer up to this much body to parse it as JSON.
 const PARSE_LIMIT: usize = 64 << 20;
@@ -254,7 +256,7 @@ fn cloud_route(shared: &Arc<Shared>, req: &Req) -> Option<Resp> {
     } else if p == "/google/sts/v1/token" {
         google::sts(shared, req)
     } else if let Some(email) = iam {
-        google::impersonate(shared, req, &cloud::percent_decode(email.as_bytes()))
+        google::impersonate(shared, req, &tokenwire::percent_decode(email.as_bytes()))
     } else if p.starts_with("/model/") {
         aws::handle(shared, req)
     } else if vertex::is_vertex(p) {

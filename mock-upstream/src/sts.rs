@@ -7,9 +7,10 @@ use http::StatusCode;
 use sha2::{Digest, Sha256};
 
 use crate::body::MockBody;
-use crate::cloud::{self, field, parse_jwt, CloudService};
+use crate::cloud::CloudService;
 use crate::record::hex;
 use crate::routes::{respond, set_header, Req, Resp};
+use crate::tokenwire::{self, field, parse_jwt};
 use crate::Shared;
 
 /// The audience a web identity token must carry.
@@ -18,7 +19,7 @@ const XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
 /// True when `POST /` is an STS call (a form with `Action=AssumeRoleWithWebIdentity`).
 pub(crate) fn is_sts_form(req: &Req) -> bool {
-    field(&cloud::form(&req.body.kept), "Action") == Some("AssumeRoleWithWebIdentity")
+    field(&tokenwire::form(&req.body.kept), "Action") == Some("AssumeRoleWithWebIdentity")
 }
 
 fn xml_escape(s: &str) -> String {
@@ -55,7 +56,7 @@ fn opaque(shared: &Shared, label: &str) -> String {
 
 /// Handles an STS call.
 pub(crate) fn handle(shared: &Arc<Shared>, req: &Req) -> Resp {
-    let form = cloud::form(&req.body.kept);
+    let form = tokenwire::form(&req.body.kept);
     shared.cloud.note(req, &form);
     let h = opaque(shared, "rid");
     let rid = format!(
@@ -165,7 +166,7 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Req) -> Resp {
         xml_escape(role_name),
         xml_escape(session),
         xml_escape(session),
-        cloud::iso8601(expires),
+        tokenwire::iso8601(expires),
         xml_escape(account),
     );
     xml(shared, StatusCode::OK, &rid, body)

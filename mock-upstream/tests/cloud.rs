@@ -534,3 +534,26 @@ async fn entra_to_azure_and_controls() {
         "{headers:?}"
     );
 }
+
+#[tokio::test]
+async fn default_certificate_covers_the_cloud_hosts() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let cfg = std::sync::Arc::new(common::client_config(&mock, b"h2"));
+    for host in [
+        "bedrock-runtime.us-east-1.amazonaws.com",
+        "sts.amazonaws.com",
+        "oauth2.googleapis.com",
+        "sts.googleapis.com",
+        "iamcredentials.googleapis.com",
+        "us-east5-aiplatform.googleapis.com",
+        "login.microsoftonline.com",
+        "my-resource.openai.azure.com",
+    ] {
+        let tcp = tokio::net::TcpStream::connect(mock.addr()).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+        let tls = tokio_rustls::TlsConnector::from(cfg.clone());
+        tls.connect(name, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+}

@@ -1,5 +1,6 @@
 """Unit tests of the SigV4 verifier (tests/e2e/sigv4_check.py): requests signed by botocore
-itself verify; any change to what was signed does not. No proxy or mock needed."""
+itself verify; any change to what was signed does not. The last test signs requests to the mock
+and verifies what `/mock/requests` says it received (no proxy)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,71 @@ def test_h2_request_without_host_header_uses_the_url_authority():
     assert ok, detail
     ok, _ = check(method, url.replace(HOST, "evil.example"), headers, body)
     assert not ok
+
+
+# --- against the mock: what /mock/requests returns is exactly what was signed -------------------
+
+
+def _https(mock, method, path, body=b"", headers=None):
+    import http.client
+    import json
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(mock.ca_file))
+    ctx.check_hostname = False
+    conn = http.client.HTTPSConnection("127.0.0.1", mock.port, context=ctx, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, (json.loads(data) if data[:1] in (b"{", b"[") else data)
+    finally:
+        conn.close()
+
+
+def _signed_to_mock(mock, creds: Credentials, path: str):
+    url = f"https://127.0.0.1:{mock.port}{path}"
+    req = AWSRequest(method="POST", url=url, data=BODY, headers={"content-type": "application/json"})
+    SigV4Auth(creds, "bedrock", "us-east-1").add_auth(req)
+    status, answer = _https(mock, "POST", path, BODY, dict(req.headers.items()))
+    assert status == 200, answer
+    status, recorded = _https(mock, "GET", "/mock/requests?last=1")
+    assert status == 200
+    rec = recorded[0]
+    assert rec["path_and_query"] == path
+    return rec
+
+
+def test_requests_recorded_by_the_mock_verify(mock):
+    import base64
+
+    path = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke"
+    static = Credentials("AKIAMOCKSTATIC000001", SECRET)
+    rec = _signed_to_mock(mock, static, path)
+    headers = [tuple(h) for h in rec["headers"]]
+    body = base64.b64decode(rec["body_b64"])
+    url = f"https://{rec['authority']}{rec['path_and_query']}"
+    ok, detail = verify(rec["method"], url, headers, body, static.access_key, SECRET)
+    assert ok, detail
+    ok, _ = verify(rec["method"], url, headers, body + b" ", static.access_key, SECRET)
+    assert not ok
+
+    # Temporary credentials from the mock's OIDC -> STS chain, secret read back from the mock.
+    status, oidc = _https(mock, "GET", "/oidc/token?api-version=2.0&audience=sts.amazonaws.com",
+                          headers={"authorization": "Bearer request-token"})
+    assert status == 200
+    form = ("Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleSessionName=s"
+            "&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fr&WebIdentityToken=" + oidc["value"])
+    status, _ = _https(mock, "POST", "/sts/", form.encode(),
+                       {"content-type": "application/x-www-form-urlencoded"})
+    assert status == 200
+    status, issued = _https(mock, "GET", "/mock/cloud/aws-credentials")
+    cred = issued[-1]
+    temp = Credentials(cred["access_key_id"], cred["secret_access_key"], cred["session_token"])
+    rec = _signed_to_mock(mock, temp, path.replace("invoke", "converse"))
+    headers = [tuple(h) for h in rec["headers"]]
+    body = base64.b64decode(rec["body_b64"])
+    url = f"https://{rec['authority']}{rec['path_and_query']}"
+    ok, detail = verify(rec["method"], url, headers, body, temp.access_key, temp.secret_key,
+                        temp.token)
+    assert ok, detail
