@@ -55,17 +55,20 @@ impl Refresher {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut valid_until: Option<SystemTime> = None;
         let mut failures: u32 = 0;
+        // Whether a credential was ever installed (for what a refusal says).
+        let mut had_one = false;
         self.metrics.credential_expiry(&self.provider, None);
         loop {
             let next = match self.fetch().await {
                 Ok(fetched) => {
                     failures = 0;
+                    had_one = true;
                     valid_until = Some(fetched.expires);
                     self.installed(fetched)
                 }
                 Err(why) => {
                     failures += 1;
-                    self.failed(&why, failures, valid_until);
+                    self.failed(&why, failures, valid_until, had_one);
                     let wait = backoff(failures);
                     match valid_until {
                         // Keep trying while the old credential lasts, and mark it gone
@@ -115,6 +118,7 @@ impl Refresher {
                 "the token service answered a token that is not a valid header value",
                 1,
                 None,
+                false,
             );
             return backoff(1);
         };
@@ -132,7 +136,7 @@ impl Refresher {
         lifetime.saturating_sub(margin(lifetime))
     }
 
-    fn failed(&self, why: &str, failures: u32, valid_until: Option<SystemTime>) {
+    fn failed(&self, why: &str, failures: u32, valid_until: Option<SystemTime>, had_one: bool) {
         self.metrics.credential_refresh(&self.provider, "failed");
         let why = crate::telemetry::logging::sanitize(why, 300);
         // Once per episode at WARN; the retries that follow at DEBUG.
@@ -154,8 +158,13 @@ impl Refresher {
             );
         }
         if valid_until.is_none() {
+            let state = if had_one {
+                "expired; refreshing it failed"
+            } else {
+                "not obtained yet"
+            };
             self.slot.set(Credential::Missing(format!(
-                "no {} credential: {why}",
+                "the {} credential {state}: {why}",
                 self.plan.kind()
             )));
         }

@@ -92,7 +92,16 @@ fn health(route: &Arc<Route>, dir: &Directory) -> Response<ProxyBody> {
                 );
             }
         }
-        let body = json!({
+        // Why a cloud provider has no credential now (named, never a value).
+        let credential_errors: Map<String, Value> = routes
+            .iter()
+            .filter(|r| r.provider.cloud.is_some())
+            .filter_map(|r| match r.key.get() {
+                Credential::Missing(why) => Some((r.provider.name.clone(), why.into())),
+                _ => None,
+            })
+            .collect();
+        let mut body = json!({
             "status": "healthy",
             "service": "awf-api-proxy",
             "squid_proxy": dir.squid_proxy,
@@ -101,6 +110,9 @@ fn health(route: &Arc<Route>, dir: &Directory) -> Response<ProxyBody> {
             "rate_limits": limits,
             "budgets": budgets,
         });
+        if !credential_errors.is_empty() {
+            body["credential_errors"] = Value::Object(credential_errors);
+        }
         return reply(StatusCode::OK, &body);
     }
     let service = format!("awf-api-proxy-{}", route.provider.name);

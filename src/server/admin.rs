@@ -23,7 +23,10 @@ pub async fn handle(
             if shared.draining.load(Ordering::Relaxed) {
                 (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
             } else if shared.ready.load(Ordering::Relaxed) {
-                (StatusCode::OK, r#"{"status":"ready"}"#)
+                match missing_credentials(&shared) {
+                    None => (StatusCode::OK, r#"{"status":"ready"}"#),
+                    Some(body) => return Ok(json(StatusCode::OK, Bytes::from(body))),
+                }
             } else {
                 (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"starting"}"#)
             }
@@ -47,11 +50,32 @@ pub async fn handle(
             r#"{"status":"not found: the admin listener serves /live, /ready and /metrics"}"#,
         ),
     };
-    let mut resp = Response::new(ProxyBody::full(Bytes::from_static(body.as_bytes())));
+    Ok(json(status, Bytes::from_static(body.as_bytes())))
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(resp)
+    resp
+}
+
+/// `/ready`'s body when a cloud provider has no valid credential now (docs/cloud.md): still
+/// 200, since the process is ready and the refresher keeps trying; each such provider named
+/// with why.
+fn missing_credentials(shared: &Shared) -> Option<String> {
+    let missing: serde_json::Map<String, serde_json::Value> = shared
+        .cloud_credentials
+        .get()?
+        .iter()
+        .filter_map(|(name, slot)| match slot.get() {
+            crate::config::plan::Credential::Missing(why) => Some((name.clone(), why.into())),
+            _ => None,
+        })
+        .collect();
+    (!missing.is_empty())
+        .then(|| serde_json::json!({"status": "ready", "credentials_missing": missing}).to_string())
 }

@@ -31,6 +31,8 @@ pub struct Shared {
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Notified to reload keys (SIGHUP in `main`).
     pub reload: Arc<tokio::sync::Notify>,
+    /// The credential slots of providers with a cloud source, for `/ready`.
+    pub cloud_credentials: std::sync::OnceLock<Vec<(String, Arc<crate::policy::reload::KeySlot>)>>,
 }
 
 impl Default for Shared {
@@ -40,6 +42,7 @@ impl Default for Shared {
             draining: Arc::default(),
             metrics: crate::telemetry::metrics::Metrics::new(),
             reload: Arc::default(),
+            cloud_credentials: std::sync::OnceLock::new(),
         }
     }
 }
@@ -130,6 +133,12 @@ pub async fn run(
         reload::DEFAULT_SECRET_POLL,
         stop_rx,
     ));
+    let cloud: Vec<_> = routes
+        .iter()
+        .filter(|r| r.provider.cloud.is_some())
+        .map(|r| (r.provider.name.clone(), r.key.clone()))
+        .collect();
+    let _ = shared.cloud_credentials.set(cloud);
     for route in &routes {
         let refresher = crate::cloud::refresh::Refresher::new(
             &route.provider,
