@@ -502,14 +502,16 @@ fn unreproduced_variables_are_named_not_echoed() {
     let (r, _) = render(
         None,
         &[
-            ("AWF_AUTH_TYPE", "github-oidc"),
             ("COPILOT_PROVIDER_API_KEY", CANARY),
+            ("AWF_MODEL_ALIASES", "github-oidc"),
             ("AWF_ALLOWED_MODELS", "[\"gpt-4o\"]"),
         ],
     );
     assert_eq!(r.warnings.len(), 3, "{:#?}", r.warnings);
-    assert!(r.warnings[0].starts_with("AWF_AUTH_TYPE is set, but llm-keyproxy does not reproduce"));
-    assert!(r.warnings[1].starts_with("COPILOT_PROVIDER_API_KEY is set"));
+    assert!(
+        r.warnings[1].starts_with("AWF_MODEL_ALIASES is set, but llm-keyproxy does not reproduce")
+    );
+    assert!(r.warnings[0].starts_with("COPILOT_PROVIDER_API_KEY is set"));
     assert!(r.warnings[2].starts_with("AWF_ALLOWED_MODELS is set"));
     assert!(!r
         .warnings
@@ -717,4 +719,112 @@ fn outward_ip() -> Option<std::net::IpAddr> {
     s.connect("192.0.2.1:9").ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// `AWF_AUTH_TYPE=github-oidc` (the Node sidecar's keyless mode): the OpenAI port becomes the
+/// cloud provider `AWF_AUTH_PROVIDER` names, with the `AWF_AUTH_*` values; the GitHub OIDC
+/// request variables are read at run time, never rendered.
+#[test]
+fn github_oidc_renders_a_keyless_cloud_provider_on_the_openai_port() {
+    let base = [
+        ("AWF_AUTH_TYPE", "github-oidc"),
+        (
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            "https://pipelines.example/token?x=1",
+        ),
+        (
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+            "sk-KPCANARY-oidc-request-4e5f6789",
+        ),
+        ("ANTHROPIC_API_KEY", "sk-ant-KPCANARY0a1b2c3d4e5f6789"),
+    ];
+    let cases: [(&[(&str, &str)], &str, &str, &str); 3] = [
+        (
+            &[
+                ("AWF_AUTH_AZURE_TENANT_ID", "tenant-1"),
+                ("AWF_AUTH_AZURE_CLIENT_ID", "client-1"),
+                ("OPENAI_API_TARGET", "my-res.openai.azure.com"),
+            ],
+            "azure-openai",
+            "azure_federated",
+            "my-res.openai.azure.com",
+        ),
+        (
+            &[
+                ("AWF_AUTH_PROVIDER", "aws"),
+                (
+                    "AWF_AUTH_AWS_ROLE_ARN",
+                    "arn:aws:iam::123456789012:role/agent",
+                ),
+                ("AWF_AUTH_AWS_REGION", "eu-west-1"),
+            ],
+            "bedrock",
+            "aws_role_github_oidc",
+            "bedrock-runtime.eu-west-1.amazonaws.com",
+        ),
+        (
+            &[
+                ("AWF_AUTH_PROVIDER", "gcp"),
+                (
+                    "AWF_AUTH_GCP_WORKLOAD_IDENTITY_PROVIDER",
+                    "projects/123/locations/global/workloadIdentityPools/p/providers/github",
+                ),
+                (
+                    "AWF_AUTH_GCP_SERVICE_ACCOUNT",
+                    "agent@proj.iam.gserviceaccount.com",
+                ),
+            ],
+            "vertex",
+            "google_workload_identity",
+            "aiplatform.googleapis.com",
+        ),
+    ];
+    for (extra, preset, kind, host) in cases {
+        let env = env(&[&base[..], extra].concat());
+        let rendered = render_config(&lookup(&env)).expect("renders");
+        assert_no_canary(&rendered.yaml);
+        assert!(
+            !rendered.yaml.contains("pipelines.example"),
+            "{}",
+            rendered.yaml
+        );
+        let plan = Plan::from_yaml(&rendered.yaml, &lookup(&env))
+            .unwrap_or_else(|e| panic!("{e}\n{}", rendered.yaml));
+        assert_no_canary(&plan.describe());
+        let p = provider(&plan, "openai");
+        assert_eq!(p.preset, Some(preset), "{}", rendered.yaml);
+        assert_eq!(p.listen.to_string(), "0.0.0.0:10000");
+        assert_eq!(p.host, host);
+        assert_eq!(p.cloud.as_ref().map(|c| c.kind()), Some(kind));
+        // The other ports are unchanged.
+        assert_eq!(provider(&plan, "anthropic").preset, Some("anthropic"));
+    }
+    // What is missing is named.
+    let env1 = env(&[
+        ("AWF_AUTH_TYPE", "github-oidc"),
+        ("AWF_AUTH_PROVIDER", "aws"),
+    ]);
+    let err = render_config(&lookup(&env1)).unwrap_err();
+    assert!(
+        err.contains("AWF_AUTH_AWS_ROLE_ARN") && err.contains("AWF_AUTH_AWS_REGION"),
+        "{err}"
+    );
+    let env2 = env(&[
+        ("AWF_AUTH_TYPE", "github-oidc"),
+        ("AWF_AUTH_PROVIDER", "anthropic"),
+    ]);
+    assert!(render_config(&lookup(&env2))
+        .unwrap_err()
+        .contains("not reproduced"));
+    // A static key wins, as in the Node sidecar.
+    let env3 = env(&[
+        ("AWF_AUTH_TYPE", "github-oidc"),
+        ("OPENAI_API_KEY", "sk-KPCANARY0a1b2c3d4e5f6789"),
+    ]);
+    let r = render_config(&lookup(&env3)).unwrap();
+    assert!(!r.yaml.contains("azure"), "{}", r.yaml);
+    assert!(r
+        .warnings
+        .iter()
+        .any(|w| w.contains("OPENAI_API_KEY is set")));
 }

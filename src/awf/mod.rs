@@ -2,5 +2,6 @@
 //! the docker-compose fragment, and the health probe its image runs.
 
 pub mod compose;
+mod oidc;
 pub mod probe;
 pub mod render;

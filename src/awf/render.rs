@@ -78,7 +78,6 @@ const AWF_PROVIDERS: [AwfProvider; 5] = [
 /// Variables the Node sidecar acts on that llm-keyproxy does not reproduce: each one set gets
 /// a warning, so a migration does not silently lose a behaviour.
 const NOT_REPRODUCED: &[(&str, &str)] = &[
-    ("AWF_AUTH_TYPE", "OIDC token exchange"),
     ("COPILOT_PROVIDER_API_KEY", "Copilot BYOK keys"),
     ("COPILOT_PROVIDER_BASE_URL", "Copilot BYOK targets"),
     ("COPILOT_PROVIDER_TYPE", "Copilot BYOK provider types"),
@@ -155,8 +154,17 @@ impl Serialize for Providers {
 
 #[derive(Serialize)]
 struct Provider {
+    /// A keyless cloud preset on the OpenAI port (`AWF_AUTH_TYPE=github-oidc`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preset: Option<&'static str>,
     listen: String,
-    api_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<String>,
+    /// `aws:`, `google:` or `azure:` (docs/cloud.md).
+    #[serde(flatten)]
+    cloud: std::collections::BTreeMap<&'static str, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     upstream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,6 +230,22 @@ pub fn render_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered
         match provider(awf, &var, rate_limit, &mut warnings) {
             Ok(p) => providers.push((awf.preset, p)),
             Err(mut e) => errors.append(&mut e),
+        }
+    }
+
+    if let Some((_, openai)) = providers.iter_mut().find(|(name, _)| *name == "openai") {
+        match super::oidc::openai_port(&var, openai.upstream.as_deref(), &mut warnings) {
+            None => {}
+            Some(Ok(cloud)) => {
+                openai.preset = Some(cloud.preset);
+                openai.region = cloud.region;
+                openai.api_key = None;
+                openai.auth = None;
+                openai
+                    .cloud
+                    .insert(cloud.key, serde_json::Value::Object(cloud.block));
+            }
+            Some(Err(mut e)) => errors.append(&mut e),
         }
     }
 
@@ -336,8 +360,11 @@ fn provider(
     }
     let upstream = format!("https://{host}{base}");
     Ok(Provider {
+        preset: None,
         listen: format!("0.0.0.0:{}", preset.awf_port),
-        api_key: format!("env:{}", awf.key_var),
+        region: None,
+        api_key: Some(format!("env:{}", awf.key_var)),
+        cloud: Default::default(),
         upstream: (upstream != preset.upstream).then_some(upstream),
         auth,
         rate_limit,

@@ -353,7 +353,12 @@ pub(crate) fn google(
         errors.push(&config::join(&node.path, "service_account_key"), "missing; give `service_account_key: file:/path/key.json`, or `workload_identity_provider` and `web_identity`");
         return None;
     };
-    let audience = wip.string(errors)?.trim_start_matches("https:").to_owned();
+    let audience = wip.string(errors)?.trim_start_matches("https:");
+    // AWF and google-github-actions/auth write it without the service prefix.
+    let audience = match audience.strip_prefix("projects/") {
+        Some(_) => format!("//iam.googleapis.com/{audience}"),
+        None => audience.to_owned(),
+    };
     if !audience.starts_with("//iam.googleapis.com/") {
         errors.push(&wip.path, "write the provider's full name, e.g. `//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/github`");
     }

@@ -326,6 +326,25 @@ impl Options {
     }
 }
 
+/// What the sidecar reads in keyless mode (AWF's names), passed by name when set.
+const OIDC_VARS: [&str; 15] = [
+    "AWF_AUTH_TYPE",
+    "AWF_AUTH_PROVIDER",
+    "AWF_AUTH_OIDC_AUDIENCE",
+    "AWF_AUTH_AZURE_TENANT_ID",
+    "AWF_AUTH_AZURE_CLIENT_ID",
+    "AWF_AUTH_AZURE_SCOPE",
+    "AWF_AUTH_AZURE_CLOUD",
+    "AWF_AUTH_AWS_ROLE_ARN",
+    "AWF_AUTH_AWS_REGION",
+    "AWF_AUTH_AWS_ROLE_SESSION_NAME",
+    "AWF_AUTH_GCP_WORKLOAD_IDENTITY_PROVIDER",
+    "AWF_AUTH_GCP_SERVICE_ACCOUNT",
+    "AWF_AUTH_GCP_SCOPE",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+];
+
 /// `stop_grace_period` for a drain timeout: the timeout plus [`GRACE_MARGIN_MS`], rounded up
 /// to whole seconds (AWF: 8000 ms -> `10s`, 15000 ms -> `17s`).
 pub fn stop_grace_period(shutdown_timeout_ms: u64) -> String {
@@ -344,7 +363,14 @@ pub fn configured(env: &dyn Fn(&str) -> Option<String>) -> Vec<&'static Route> {
 /// The fragment's YAML, preceded by a comment line. Fails only on invalid options.
 pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Refusal> {
     opts.validate()?;
-    let routes = configured(env);
+    let mut routes = configured(env);
+    // Keyless (AWF_AUTH_TYPE=github-oidc, docs/cloud.md): the OpenAI port serves without a
+    // key, and the sidecar needs the AWF_AUTH_* and GitHub OIDC variables, passed by name.
+    let oidc = env("AWF_AUTH_TYPE").is_some_and(|v| v.trim().eq_ignore_ascii_case("github-oidc"));
+    if oidc && !routes.iter().any(|r| r.preset == "openai") {
+        routes.extend(ROUTES.iter().filter(|r| r.preset == "openai"));
+        routes.sort_by_key(|r| ROUTES.iter().position(|x| std::ptr::eq(x, *r)));
+    }
     let squid = format!("http://{}:{}", opts.squid_ip, opts.squid_port);
 
     let mut environment: Vec<String> = routes.iter().map(|r| r.key_var.to_owned()).collect();
@@ -358,6 +384,12 @@ pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             opts.shutdown_timeout_ms
         ),
     ]);
+    if oidc {
+        let set = OIDC_VARS
+            .iter()
+            .filter(|v| env(v).is_some_and(|x| !x.trim().is_empty()));
+        environment.extend(set.map(|v| (*v).to_owned()));
+    }
     for name in &opts.pass_env {
         if !environment.iter().any(|e| e == name) {
             environment.push(name.clone());

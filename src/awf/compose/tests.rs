@@ -87,3 +87,39 @@ fn guards() {
         "a *** b"
     );
 }
+
+/// Keyless (`AWF_AUTH_TYPE=github-oidc`): the sidecar gets the AWF_AUTH_* and GitHub OIDC
+/// variables that are set, by name only; the agent gets the OpenAI port without a key.
+#[test]
+fn github_oidc_variables_pass_by_name() {
+    let env = |name: &str| match name {
+        "AWF_AUTH_TYPE" => Some("github-oidc".to_owned()),
+        "AWF_AUTH_PROVIDER" => Some("aws".to_owned()),
+        "AWF_AUTH_AWS_ROLE_ARN" => Some("arn:aws:iam::1:role/a".to_owned()),
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN" => Some("sk-secret-request-token".to_owned()),
+        _ => None,
+    };
+    let yaml = render(&Options::default(), &env).unwrap();
+    assert!(!yaml.contains("sk-secret-request-token"), "{yaml}");
+    assert!(!yaml.contains("arn:aws"), "{yaml}");
+    for name in [
+        "AWF_AUTH_TYPE",
+        "AWF_AUTH_PROVIDER",
+        "AWF_AUTH_AWS_ROLE_ARN",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    ] {
+        assert!(
+            yaml.contains(&format!("- {name}\n")),
+            "{name} not passed:\n{yaml}"
+        );
+    }
+    assert!(!yaml.contains("AWF_AUTH_GCP"), "{yaml}");
+    assert!(
+        yaml.contains("OPENAI_BASE_URL: http://172.30.0.30:10000"),
+        "{yaml}"
+    );
+    // Without it, nothing of the kind.
+    assert!(!render(&Options::default(), &no_env)
+        .unwrap()
+        .contains("AWF_AUTH"));
+}
