@@ -198,3 +198,44 @@ async fn rate_limits_refuse_over_the_limit_per_provider() {
         "{metrics}"
     );
 }
+
+/// `x-initiator: agent` goes only to `githubcopilot.com` hosts, as the Node sidecar's
+/// `isCopilotHost` (docs/design.md §4): a `COPILOT_API_TARGET` elsewhere (a GHE.com tenant,
+/// a gateway) gets the request without it.
+#[tokio::test]
+async fn copilot_initiator_only_towards_githubcopilot_hosts() {
+    let mut cfg = MockConfig::default();
+    cfg.hosts.push("api.enterprise.githubcopilot.com".into());
+    cfg.hosts.push("copilot-api.acme.ghe.com".into());
+    let h = Harness::start_with(cfg, |m| {
+        let p = |name: &str, host: &str| {
+            format!("  {name}: {{preset: copilot, listen: 127.0.0.1:0, api_key: env:KP_TEST_KEY, upstream: 'https://{host}', upstream_address: '{m}'}}\n")
+        };
+        format!(
+            "providers:\n{}{}",
+            p("ghes", "api.enterprise.githubcopilot.com"),
+            p("tenant", "copilot-api.acme.ghe.com")
+        )
+    })
+    .await;
+    let body = r#"{"model":"m","messages":[]}"#;
+    for addr in [h.providers[0], h.providers[1]] {
+        assert_eq!(
+            send(post(addr, "/chat/completions", body)).await.status,
+            200
+        );
+    }
+    let seen = h.mock.requests();
+    assert_eq!(
+        seen[0].sni.as_deref(),
+        Some("api.enterprise.githubcopilot.com")
+    );
+    assert_eq!(seen[0].header_all("x-initiator"), ["agent"]);
+    assert_eq!(seen[1].sni.as_deref(), Some("copilot-api.acme.ghe.com"));
+    assert!(seen[1].header("x-initiator").is_none());
+    assert_eq!(
+        seen[1].header_all("authorization"),
+        [format!("Bearer {CANARY}")]
+    );
+    assert_no_canary(&logs());
+}

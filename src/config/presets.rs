@@ -5,7 +5,8 @@
 pub struct Extras {
     /// Add `anthropic-version: 2023-06-01` when the client sent none.
     pub anthropic_version: bool,
-    /// Add `x-initiator: agent` when the client sent none (GitHub Copilot).
+    /// Add `x-initiator: agent` when the client sent none (GitHub Copilot; only when the
+    /// upstream is `githubcopilot.com` or one of its subdomains, see `is_copilot_host`).
     pub copilot_initiator: bool,
     /// Remove the `key`, `apiKey` and `api_key` query parameters (Gemini).
     pub strip_key_params: bool,
@@ -82,6 +83,13 @@ pub const PRESETS: &[Preset] = &[
         extras: NONE,
     },
 ];
+
+/// `githubcopilot.com` or a subdomain of it: the hosts the Node sidecar sent Copilot's
+/// `X-Initiator` to (its `isCopilotHost`); a `COPILOT_API_TARGET` elsewhere gets none.
+pub fn is_copilot_host(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    host == "githubcopilot.com" || host.ends_with(".githubcopilot.com")
+}
 
 /// The preset of that name, if it is one.
 pub fn preset(name: &str) -> Option<&'static Preset> {

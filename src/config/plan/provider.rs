@@ -42,6 +42,9 @@ pub(super) fn provider(
         errors,
     )?;
     let (origin, host, port, base_path) = upstream?;
+    let mut extras = preset.map(|p| p.extras).unwrap_or_default();
+    // `x-initiator` only towards GitHub Copilot's own hosts, as the Node sidecar (§4).
+    extras.copilot_initiator &= presets::is_copilot_host(&host);
     Some(ProviderPlan {
         name: name.to_owned(),
         preset: preset.map(|p| p.name),
@@ -53,7 +56,7 @@ pub(super) fn provider(
         upstream_address,
         key_ref,
         credential,
-        extras: preset.map(|p| p.extras).unwrap_or_default(),
+        extras,
         proxy: None,
         proxy_source: "none",
         rate_limit,
