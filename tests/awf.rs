@@ -239,3 +239,48 @@ async fn copilot_initiator_only_towards_githubcopilot_hosts() {
     );
     assert_no_canary(&logs());
 }
+
+/// The JSON log lines of `event` for one request id.
+fn logged(event: &str, request_id: &str) -> Vec<serde_json::Value> {
+    logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == event && v["request_id"] == request_id)
+        .collect()
+}
+
+/// An upstream 401 (a wrong key) logs `upstream_auth_error` with a hint naming where the key
+/// comes from, as the Node sidecar did; a 200 logs none. Never any key material.
+#[tokio::test]
+async fn upstream_auth_errors_are_logged_with_a_hint() {
+    let cfg = MockConfig {
+        expected_key: Some("sk-the-right-one".into()),
+        ..MockConfig::default()
+    };
+    let h = Harness::start(cfg, "").await;
+    let mut req = post(h.openai(), "/v1/chat/completions", r#"{"model":"m"}"#);
+    req.headers_mut()
+        .insert("x-request-id", "auth-401".parse().unwrap());
+    let a = send(req).await;
+    assert_eq!(a.status, 401);
+    let lines = logged("upstream_auth_error", "auth-401");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = &lines[0];
+    assert_eq!(l["level"], "WARN");
+    assert_eq!(l["provider"], "openai");
+    assert_eq!(l["status"], 401);
+    assert_eq!(l["upstream_host"], "api.openai.com");
+    assert_eq!(l["path"], "/v1/chat/completions");
+    let message = l["message"].as_str().unwrap();
+    assert!(
+        message.contains("check that the API key for openai (env:KP_TEST_KEY)"),
+        "{message}"
+    );
+    // A 200 (the mock's test routes need no key) logs none.
+    let mut req = get(h.openai(), "/v1/mock/status/200");
+    req.headers_mut()
+        .insert("x-request-id", "auth-200".parse().unwrap());
+    assert_eq!(send(req).await.status, 200);
+    assert!(logged("upstream_auth_error", "auth-200").is_empty());
+    assert_no_canary(&logs());
+}

@@ -346,6 +346,7 @@ fn client_response(
     caller: Option<usize>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
+    log_upstream_auth_error(route, info, parts.status.as_u16());
     let streamed = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -394,6 +395,29 @@ fn log_error(route: &Route, info: &RequestInfo, err: &ProxyError) {
         message = &*message,
         duration_ms = (info.start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
         upstream_host = &*route.upstream_host,
+    );
+}
+
+/// `upstream_auth_error`: the upstream answered 400, 401 or 403, the statuses a wrong or
+/// badly formatted key gets (the Node sidecar's event, which AWF's triage searches for). It
+/// names where the key comes from, never the key.
+fn log_upstream_auth_error(route: &Route, info: &RequestInfo, status: u16) {
+    if !matches!(status, 400 | 401 | 403) {
+        return;
+    }
+    let provider = &*route.provider_name;
+    tracing::warn!(
+        event = "upstream_auth_error",
+        request_id = info.request_id.to_str().unwrap_or(""),
+        provider,
+        method = info.method.as_str(),
+        path = info.path.as_str(),
+        status,
+        upstream_host = &*route.upstream_host,
+        message = format!(
+            "upstream returned {status}: check that the API key for {provider} ({}) is valid and correctly formatted (a 400 may also be a malformed request)",
+            route.provider.key_ref
+        ),
     );
 }
 
