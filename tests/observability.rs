@@ -391,3 +391,22 @@ async fn usage_parsing_adds_no_stream_delay() {
     ));
     assert!(off < 40.0 && on < 40.0, "off {off:.2} ms, on {on:.2} ms");
 }
+
+/// With token usage on, the upstream is asked only for codings whose usage the proxy can read
+/// (`zstd` dropped, the rest kept in order, as the Node sidecar did); with it off, the
+/// client's `Accept-Encoding` passes unchanged.
+#[tokio::test]
+async fn zstd_is_not_requested_while_usage_is_read() {
+    for (token_usage, expected) in [(true, "gzip, br"), (false, "gzip, zstd, br")] {
+        let usage = std::env::temp_dir().join(format!("kp-ae-{}.jsonl", std::process::id()));
+        let h =
+            Harness::start_with(MockConfig::default(), |m| providers(m, &usage, token_usage)).await;
+        let mut req = post(h.openai(), "/v1/chat/completions", r#"{"model":"m"}"#);
+        req.headers_mut()
+            .insert("accept-encoding", "gzip, zstd, br".parse().unwrap());
+        assert_eq!(send(req).await.status, 200);
+        let seen = h.mock.requests();
+        assert_eq!(seen[0].header_all("accept-encoding"), [expected]);
+        let _ = std::fs::remove_file(&usage);
+    }
+}

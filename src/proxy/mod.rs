@@ -332,6 +332,9 @@ fn upstream_request(
     parts.uri = Uri::from_parts(uri).map_err(|_| unusable())?;
     parts.version = Version::HTTP_11;
     headers::to_upstream(&mut parts.headers, provider, credential, request_id);
+    if route.token_usage {
+        headers::accept_decodable_only(&mut parts.headers);
+    }
     Ok(Request::from_parts(parts, body))
 }
 
