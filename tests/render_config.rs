@@ -660,6 +660,7 @@ async fn rendered_admin_is_loopback_and_the_health_command_passes_against_it() {
     let plan = Plan::from_yaml(&yaml, &lookup(&env)).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let bound = Bound::bind(&plan).await.unwrap();
     let admin = bound.admin_addr();
+    let openai = bound.provider_addrs()[0];
     assert!(admin.ip().is_loopback(), "{admin}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let shared = std::sync::Arc::new(Shared::default());
@@ -689,6 +690,34 @@ async fn rendered_admin_is_loopback_and_the_health_command_passes_against_it() {
     assert!(ready.is_some(), "`llm-keyproxy health` never passed");
     let (code, _, stderr) = health("/live").await.unwrap();
     assert_eq!(code, 0, "{stderr}");
+
+    // `/reflect` gives base URLs an agent on awf-net can use, as the Node sidecar did
+    // (`http://api-proxy:PORT`), not the bind address.
+    let reflect = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(openai).unwrap();
+        s.write_all(b"GET /reflect HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    let body = reflect.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reflect}"));
+    let endpoints = v["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 5);
+    assert_eq!(endpoints[0]["provider"], "openai");
+    assert_eq!(
+        endpoints[0]["base_url"],
+        format!("http://api-proxy:{}", openai.port())
+    );
+    for e in endpoints {
+        let url = e["base_url"].as_str().unwrap();
+        assert!(url.starts_with("http://api-proxy:"), "{url}");
+    }
 
     // Not on the host's outward address (when it has one): only loopback was bound.
     if let Some(ip) = outward_ip() {

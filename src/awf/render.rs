@@ -16,6 +16,8 @@ use crate::telemetry::logging::sanitize;
 /// container, and the agent on the AWF network has no business with `/metrics` or with
 /// flooding the probes (docs/security.md).
 pub const ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// The sidecar's name on `awf-net` (its compose service), as `/reflect` reports it.
+pub const AWF_SERVICE_HOST: &str = "api-proxy";
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 8000;
 pub const DEFAULT_RATE_LIMIT_RPM: u64 = 600;
 pub const DEFAULT_RATE_LIMIT_RPH: u64 = 1000;
@@ -119,6 +121,9 @@ const NOT_REPRODUCED: &[(&str, &str)] = &[
 
 #[derive(Serialize)]
 struct Config {
+    /// The agent reaches the sidecar as `api-proxy` (its compose service name), so `/reflect`
+    /// reports `http://api-proxy:PORT` as the Node sidecar did.
+    advertised_host: &'static str,
     admin: Admin,
     #[serde(skip_serializing_if = "Option::is_none")]
     upstream_proxy: Option<String>,
@@ -237,6 +242,7 @@ pub fn render_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered
     }
 
     let config = Config {
+        advertised_host: AWF_SERVICE_HOST,
         admin: Admin {
             listen: ADMIN_LISTEN,
         },

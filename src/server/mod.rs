@@ -115,7 +115,15 @@ pub async fn run(
     };
     let providers = std::mem::take(&mut plan.providers);
     let provider_count = providers.len();
-    let listening = listening(providers, bound.providers, addrs, &common, &shared)?;
+    let advertised_host = plan.advertised_host.as_deref();
+    let listening = listening(
+        providers,
+        bound.providers,
+        addrs,
+        advertised_host,
+        &common,
+        &shared,
+    )?;
     let routes: Vec<Arc<Route>> = listening.iter().map(|l| l.route.clone()).collect();
     let drain = Drain::default();
     let workers =
@@ -195,6 +203,7 @@ fn listening(
     providers: Vec<ProviderPlan>,
     listeners: Vec<TcpListener>,
     addrs: Vec<SocketAddr>,
+    advertised_host: Option<&str>,
     common: &Common,
     shared: &Shared,
 ) -> Result<Vec<workers::Listening>, String> {
@@ -204,7 +213,7 @@ fn listening(
         log_provider(&provider);
         routes.push(Arc::new(Route::new(provider, common)));
     }
-    let directory = Arc::new(Directory::new(routes.clone()));
+    let directory = Arc::new(Directory::new(routes.clone(), advertised_host));
     let mut listening = Vec::with_capacity(routes.len());
     for (route, listener) in routes.into_iter().zip(listeners) {
         let name = route.provider.name.clone();

@@ -8,6 +8,9 @@ impl Plan {
         let mut out = String::new();
         self.describe_process(&mut out);
         self.describe_limits(&mut out);
+        if let Some(host) = &self.advertised_host {
+            let _ = writeln!(out, "advertised_host: {host} (/reflect base URLs)");
+        }
         if !self.callers.is_empty() {
             let names: Vec<&str> = self.callers.iter().map(|c| c.name.as_str()).collect();
             let _ = writeln!(out, "callers (token required): {}", names.join(", "));
