@@ -284,3 +284,46 @@ async fn upstream_auth_errors_are_logged_with_a_hint() {
     assert!(logged("upstream_auth_error", "auth-200").is_empty());
     assert_no_canary(&logs());
 }
+
+/// `GET /metrics` on the first port (AWF's 10000) answers the Node sidecar's JSON locally, as
+/// AWF's tools read it; it never reaches the upstream, so the key never leaves with it. On
+/// the other ports it is an ordinary path, proxied as Node did.
+#[tokio::test]
+async fn metrics_json_on_the_first_port_is_local() {
+    let h = Harness::start(MockConfig::default(), "").await;
+    let a = send(post(h.anthropic(), "/v1/messages", r#"{"model":"m"}"#)).await;
+    assert_eq!(a.status, 200);
+    let before = h.mock.requests().len();
+    // The request is counted when its body has ended, which may trail the client's last byte.
+    let mut m = send(get(h.openai(), "/metrics")).await;
+    for _ in 0..100 {
+        if m.json()["counters"]["requests_total:anthropic:2xx"].is_u64() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m = send(get(h.openai(), "/metrics")).await;
+    }
+    assert_eq!(m.status, 200);
+    assert_eq!(m.headers["content-type"], "application/json");
+    let v = m.json();
+    assert_eq!(h.mock.requests().len(), before, "forwarded upstream");
+    // What AWF's tests read: counters with requests_total, histograms.request_duration_ms with
+    // a count, gauges.active_requests back to 0, uptime_seconds.
+    let counters = v["counters"].as_object().unwrap();
+    assert!(
+        counters
+            .iter()
+            .any(|(k, n)| k == "requests_total:anthropic:2xx" && n.as_u64() >= Some(1)),
+        "{v}"
+    );
+    let durations = v["histograms"]["request_duration_ms"].as_object().unwrap();
+    assert!(durations["anthropic"]["count"].as_u64() >= Some(1), "{v}");
+    assert!(v["gauges"]["uptime_seconds"].is_u64());
+    assert!(v["gauges"]["active_requests"].is_object());
+    assert_no_canary(&m.text());
+
+    let other = send(get(h.anthropic(), "/metrics")).await;
+    assert!(!other.text().contains("uptime_seconds"));
+    assert_eq!(h.mock.requests().len(), before + 1);
+    assert_eq!(h.mock.requests()[before].path_and_query, "/metrics");
+}

@@ -1,6 +1,7 @@
 //! AWF compatibility endpoints on provider ports, answered locally and never proxied:
-//! `GET /health` (aggregate on the first provider port, per provider elsewhere) and
-//! `GET /reflect` (every endpoint). They never touch the upstream.
+//! `GET /health` (aggregate on the first provider port, per provider elsewhere),
+//! `GET /reflect` (every endpoint) and, on the first port only, `GET /metrics` (the Node
+//! sidecar's JSON). They never touch the upstream.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -39,6 +40,11 @@ impl Directory {
             squid_proxy,
         }
     }
+
+    /// The first provider's route: its port (AWF's 10000) answers the aggregate endpoints.
+    fn is_first(&self, route: &Arc<Route>) -> bool {
+        self.routes.first().is_some_and(|r| Arc::ptr_eq(r, route))
+    }
 }
 
 /// `http://HOST:PORT` an agent can use: the advertised host, else the listen address with an
@@ -65,6 +71,11 @@ pub fn answer<B>(
     match req.uri().path() {
         "/health" => Some(health(route, dir)),
         "/reflect" => Some(reflect(dir)),
+        // Node's JSON metrics, on the first port only (AWF's 10000), as Node had them.
+        "/metrics" if dir.is_first(route) => Some(reply(
+            StatusCode::OK,
+            &crate::telemetry::awf_metrics::node_shape(&route.registry),
+        )),
         _ => None,
     }
 }
@@ -75,8 +86,7 @@ fn configured(route: &Route) -> bool {
 
 fn health(route: &Arc<Route>, dir: &Directory) -> Response<ProxyBody> {
     let routes = &dir.routes;
-    let first = routes.first().is_some_and(|r| Arc::ptr_eq(r, route));
-    if first {
+    if dir.is_first(route) {
         let mut providers = Map::new();
         let mut limits = Map::new();
         let (mut total, mut active) = (0u64, 0i64);

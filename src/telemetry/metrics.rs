@@ -125,6 +125,8 @@ pub struct Metrics {
     pub usage_lines_dropped: Counter,
     budget_spent: Family<Vec<(&'static str, String)>, Gauge>,
     connections_refused: ByName,
+    /// When the registry was made (the process start): AWF's `uptime_seconds`.
+    pub started: std::time::Instant,
 }
 
 fn histogram() -> Histogram {
@@ -140,6 +142,7 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix(PREFIX);
         let m = Metrics {
+            started: std::time::Instant::now(),
             requests: Family::default(),
             duration: Family::new_with_constructor(histogram as fn() -> Histogram),
             ttfb: Family::new_with_constructor(histogram as fn() -> Histogram),
