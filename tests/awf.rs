@@ -327,3 +327,70 @@ async fn metrics_json_on_the_first_port_is_local() {
     assert_eq!(h.mock.requests().len(), before + 1);
     assert_eq!(h.mock.requests()[before].path_and_query, "/metrics");
 }
+
+/// `redact_upstream_host` (AWF's `AWF_SENSITIVE_OPENAI_TARGET`): the host is never printed:
+/// not at start-up, not in `request_complete`/`upstream_auth_error`/`request_error`, not in a
+/// 502's message (a TLS failure names the host it failed with), not in `/reflect`.
+#[tokio::test]
+async fn a_sensitive_upstream_host_is_never_printed() {
+    let mut cfg = MockConfig::default();
+    cfg.hosts.push("lb.sensitive-openai.test".into());
+    let h = Harness::start_with(cfg, |m| {
+        format!(
+            "providers:
+  openai: {{listen: 127.0.0.1:0, api_key: env:KP_TEST_KEY, upstream: 'https://LB.Sensitive-OpenAI.test/v1', upstream_address: '{m}', redact_upstream_host: true}}
+  broken: {{preset: openai, listen: 127.0.0.1:0, api_key: env:KP_TEST_KEY, upstream: 'https://not-in-cert.sensitive-openai.test', upstream_address: '{m}', redact_upstream_host: true}}
+"
+        )
+    })
+    .await;
+    let mut req = post(h.providers[0], "/v1/chat/completions", r#"{"model":"m"}"#);
+    req.headers_mut()
+        .insert("x-request-id", "sensitive-ok".parse().unwrap());
+    assert_eq!(send(req).await.status, 200);
+    assert_eq!(
+        h.mock.requests()[0].sni.as_deref(),
+        Some("lb.sensitive-openai.test")
+    );
+    let mut req = get(h.providers[0], "/v1/mock/status/401");
+    req.headers_mut()
+        .insert("x-request-id", "sensitive-401".parse().unwrap());
+    assert_eq!(send(req).await.status, 401);
+    let mut req = post(h.providers[1], "/v1/chat/completions", "{}");
+    req.headers_mut()
+        .insert("x-request-id", "sensitive-502".parse().unwrap());
+    let bad = send(req).await;
+    assert_eq!(bad.status, 502);
+    let message = bad.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("[REDACTED]"), "{message}");
+    let reflect = send(get(h.providers[0], "/reflect")).await.text();
+    assert!(
+        reflect.contains(r#""upstream":"https://[REDACTED]/v1""#),
+        "{reflect}"
+    );
+
+    // request_complete is written when the body has ended: wait for it.
+    for _ in 0..100 {
+        if !logged("request_complete", "sensitive-ok").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = logged("request_complete", "sensitive-ok");
+    assert_eq!(done[0]["upstream_host"], "[REDACTED]");
+    assert_eq!(
+        logged("upstream_auth_error", "sensitive-401")[0]["upstream_host"],
+        "[REDACTED]"
+    );
+    let err = &logged("request_error", "sensitive-502")[0];
+    assert_eq!(err["upstream_host"], "[REDACTED]");
+    let all = logs();
+    assert!(all.contains(r#""upstream":"https://[REDACTED]/v1""#));
+    for text in [all.as_str(), message.as_str(), reflect.as_str()] {
+        assert!(
+            !text.to_ascii_lowercase().contains("sensitive-openai.test"),
+            "the host leaked:\n{text}"
+        );
+    }
+    assert_no_canary(&all);
+}

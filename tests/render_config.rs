@@ -495,6 +495,67 @@ fn node_extra_ca_certs_becomes_extra_ca_file() {
     assert_eq!(plan.tls.extra_cas.len(), 1);
 }
 
+/// `AWF_SENSITIVE_OPENAI_TARGET` (AWF sets it to the secret OpenAI base URL's host): the
+/// openai provider gets `redact_upstream_host: true`, and neither the rendered warnings nor
+/// `awf --check` print the host.
+#[test]
+fn sensitive_openai_target_is_redacted() {
+    let pairs = [
+        ("OPENAI_API_KEY", CANARY),
+        (
+            "OPENAI_API_TARGET",
+            "https://lb.internal-secret.example/serving?x=1",
+        ),
+        ("AWF_SENSITIVE_OPENAI_TARGET", "lb.internal-secret.example"),
+    ];
+    let (r, plan) = render(Some("sensitive_openai_target"), &pairs);
+    assert!(
+        r.yaml.contains("    redact_upstream_host: true\n"),
+        "{}",
+        r.yaml
+    );
+    assert!(plan.providers[0].redact_upstream_host);
+    assert!(!plan.providers[1].redact_upstream_host);
+    assert_eq!(r.warnings.len(), 1, "{:#?}", r.warnings);
+    assert!(
+        r.warnings[0].ends_with("upstream host is [REDACTED]"),
+        "{:?}",
+        r.warnings
+    );
+    let described = plan.describe();
+    assert!(
+        described.contains("-> https://[REDACTED] (redact_upstream_host"),
+        "{described}"
+    );
+    let (code, stdout, stderr) = bin(&["awf", "--check"], &pairs);
+    assert_eq!(code, 0, "{stderr}");
+    for text in [
+        &r.yaml
+            .replace("upstream: https://lb.internal-secret.example", ""),
+        &described,
+        &stdout,
+        &stderr,
+    ] {
+        assert!(
+            !text.contains("internal-secret"),
+            "the host leaked:\n{text}"
+        );
+    }
+
+    // Naming another host is pointed out, without either value.
+    let (r, _) = render(
+        None,
+        &[
+            ("OPENAI_API_TARGET", "lb.internal-secret.example"),
+            ("AWF_SENSITIVE_OPENAI_TARGET", "other.example"),
+        ],
+    );
+    assert_eq!(r.warnings.len(), 1, "{:#?}", r.warnings);
+    assert!(r.warnings[0]
+        .starts_with("AWF_SENSITIVE_OPENAI_TARGET does not name the openai upstream host"));
+    assert!(!r.warnings[0].contains("example"));
+}
+
 #[test]
 fn unreproduced_variables_are_named_not_echoed() {
     let (r, _) = render(

@@ -9,6 +9,7 @@ use http::header::{HeaderName, HOST};
 use serde::{Serialize, Serializer};
 
 use crate::config::egress::ProxyTarget;
+use crate::config::plan::REDACTED_HOST;
 use crate::config::presets::{self, Preset};
 use crate::telemetry::logging::sanitize;
 
@@ -41,6 +42,8 @@ struct AwfProvider {
     env_prefix: &'static str,
     /// Renames the credential header; the raw key is then sent without a prefix.
     auth_header_var: Option<&'static str>,
+    /// Set (to the target's host): the upstream host is sensitive and never printed.
+    sensitive_var: Option<&'static str>,
 }
 
 const AWF_PROVIDERS: [AwfProvider; 5] = [
@@ -49,24 +52,28 @@ const AWF_PROVIDERS: [AwfProvider; 5] = [
         key_var: "OPENAI_API_KEY",
         env_prefix: "OPENAI",
         auth_header_var: Some("AWF_OPENAI_AUTH_HEADER"),
+        sensitive_var: Some("AWF_SENSITIVE_OPENAI_TARGET"),
     },
     AwfProvider {
         preset: "anthropic",
         key_var: "ANTHROPIC_API_KEY",
         env_prefix: "ANTHROPIC",
         auth_header_var: Some("AWF_ANTHROPIC_AUTH_HEADER"),
+        sensitive_var: None,
     },
     AwfProvider {
         preset: "copilot",
         key_var: "COPILOT_GITHUB_TOKEN",
         env_prefix: "COPILOT",
         auth_header_var: None,
+        sensitive_var: None,
     },
     AwfProvider {
         preset: "gemini",
         key_var: "GEMINI_API_KEY",
         env_prefix: "GEMINI",
         auth_header_var: None,
+        sensitive_var: None,
     },
     AwfProvider {
         // The Node sidecar's VERTEX_ENV.KEY is GOOGLE_API_KEY (there is no VERTEX_API_KEY).
@@ -74,6 +81,7 @@ const AWF_PROVIDERS: [AwfProvider; 5] = [
         key_var: "GOOGLE_API_KEY",
         env_prefix: "VERTEX",
         auth_header_var: None,
+        sensitive_var: None,
     },
 ];
 
@@ -92,10 +100,6 @@ const NOT_REPRODUCED: &[(&str, &str)] = &[
     (
         "AWF_BYOK_EXTRA_BODY_FIELDS",
         "Copilot BYOK extra body fields",
-    ),
-    (
-        "AWF_SENSITIVE_OPENAI_TARGET",
-        "hiding the OpenAI target host in logs",
     ),
     ("AWF_MODEL_ALIASES", "model aliases"),
     ("AWF_MODEL_FALLBACK", "model fallback"),
@@ -168,6 +172,8 @@ struct Provider {
     auth: Option<Auth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate_limit: Option<RateLimit>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    redact_upstream_host: bool,
 }
 
 #[derive(Serialize)]
@@ -278,14 +284,20 @@ fn provider(
     let (default_host, default_base) = split_upstream(preset.upstream);
     let mut errors = Vec::new();
 
+    let sensitive = awf.sensitive_var.filter(|name| var(name).is_some());
     let target_var = format!("{}_API_TARGET", awf.env_prefix);
     let host = match var(&target_var) {
         Some(text) => match target_host(&text) {
             Ok((host, dropped)) => {
                 if !dropped.is_empty() {
+                    let shown = if sensitive.is_some() {
+                        REDACTED_HOST
+                    } else {
+                        &host
+                    };
                     warnings.push(format!(
                         "{target_var}: dropped the {} (only a host is used, as in the Node sidecar; \
-                         put a path in {}_API_BASE_PATH); upstream host is {host}",
+                         put a path in {}_API_BASE_PATH); upstream host is {shown}",
                         dropped.join(", "),
                         awf.env_prefix
                     ));
@@ -337,6 +349,16 @@ fn provider(
         None => None,
     };
 
+    if let Some(name) = sensitive {
+        // AWF sets it to the target's host; anything else is named, never printed.
+        let named = var(name).and_then(|t| target_host(&t).ok()).map(|(h, _)| h);
+        if named.as_deref() != Some(host.as_str()) {
+            warnings.push(format!(
+                "{name} does not name the {} upstream host; that host is redacted in logs all the same",
+                awf.preset
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -347,6 +369,7 @@ fn provider(
         upstream: (upstream != preset.upstream).then_some(upstream),
         auth,
         rate_limit,
+        redact_upstream_host: sensitive.is_some(),
     })
 }
 

@@ -161,7 +161,7 @@ fn reflect(dir: &Directory) -> Response<ProxyBody> {
                 "provider": r.provider.name,
                 "port": r.provider.listen.port(),
                 "base_url": base_url,
-                "upstream": format!("https://{}{}", r.provider.host, r.provider.base_path),
+                "upstream": r.provider.shown_upstream(),
                 "configured": configured(r),
             })
         })

@@ -38,7 +38,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::config::plan::Credential;
 use crate::proxy::body::{ProxyBody, RequestBody, RequestStats, ResponseBody};
 use crate::proxy::error::ProxyError;
-use crate::telemetry::logging::log_path;
+use crate::telemetry::logging::{log_path, redact_sensitive};
 use crate::telemetry::usage::UsageTap;
 use crate::upstream::pool::{SendError, UpstreamBody};
 use completion::Completion;
@@ -424,12 +424,13 @@ fn log_upstream_auth_error(route: &Route, info: &RequestInfo, status: u16) {
     );
 }
 
-/// Maps a pool error to the answer: connection failures name what failed.
+/// Maps a pool error to the answer: connection failures name what failed (the host only
+/// when it is not sensitive).
 fn classify(err: SendError) -> ProxyError {
     match err {
         SendError::Connect(c) => ProxyError::Unavailable {
             kind: c.kind(),
-            message: c.to_string(),
+            message: redact_sensitive(c.to_string()),
         },
         SendError::Busy { waited, cap } => ProxyError::Busy { waited, cap },
         SendError::Failed(why) => ProxyError::Unavailable {

@@ -114,6 +114,9 @@ pub async fn run(
         draining: shared.draining.clone(),
     };
     let providers = std::mem::take(&mut plan.providers);
+    for p in providers.iter().filter(|p| p.redact_upstream_host) {
+        crate::telemetry::logging::redact_in_logs(&p.host);
+    }
     let provider_count = providers.len();
     let advertised_host = plan.advertised_host.as_deref();
     let listening = listening(
@@ -240,7 +243,7 @@ fn log_provider(provider: &ProviderPlan) {
             event = "provider_ready",
             provider = provider.name.as_str(),
             listen = %addr,
-            upstream = format!("https://{}{}", provider.host, provider.base_path),
+            upstream = provider.shown_upstream(),
             egress = provider.proxy.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "direct".into()),
         ),
         Credential::Missing(why) => tracing::warn!(

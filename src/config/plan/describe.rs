@@ -127,13 +127,17 @@ fn describe_provider(out: &mut String, p: &ProviderPlan) {
         Some(proxy) => format!(", via CONNECT proxy {proxy} (from {})", p.proxy_source),
         None => String::new(),
     };
+    let sensitive = if p.redact_upstream_host {
+        " (redact_upstream_host: the host is never shown)"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "provider {}{preset}: http://{} -> {}{}{dial}{via}",
+        "provider {}{preset}: http://{} -> {}{dial}{via}{sensitive}",
         p.name,
         p.listen,
-        p.origin.to_string().trim_end_matches('/'),
-        p.base_path
+        p.shown_upstream(),
     );
     let cred = match &p.credential {
         Credential::Configured { name, .. } => {

@@ -209,6 +209,33 @@ pub struct ProviderPlan {
     pub models: Option<Vec<String>>,
     /// Token budget of this provider.
     pub budget: Option<crate::config::policy::BudgetPlan>,
+    /// The upstream host is sensitive (`redact_upstream_host`, AWF's
+    /// `AWF_SENSITIVE_OPENAI_TARGET`): shown as `[REDACTED]` in logs, `--check`, `/reflect`
+    /// and error messages.
+    pub redact_upstream_host: bool,
+}
+
+/// What a sensitive upstream host is shown as (the Node sidecar's placeholder).
+pub const REDACTED_HOST: &str = "[REDACTED]";
+
+impl ProviderPlan {
+    /// The upstream host as logs and answers may show it.
+    pub fn shown_host(&self) -> &str {
+        if self.redact_upstream_host {
+            REDACTED_HOST
+        } else {
+            &self.host
+        }
+    }
+
+    /// `https://HOST[:PORT]BASE` as logs and answers may show it.
+    pub fn shown_upstream(&self) -> String {
+        let port = match self.port {
+            443 => String::new(),
+            p => format!(":{p}"),
+        };
+        format!("https://{}{port}{}", self.shown_host(), self.base_path)
+    }
 }
 
 /// Per-provider limits over sliding windows (each optional).
@@ -268,6 +295,7 @@ const PROVIDER_KEYS: &[&str] = &[
     "allow",
     "models",
     "budget",
+    "redact_upstream_host",
 ];
 
 impl Plan {

@@ -31,6 +31,10 @@ pub(super) fn provider(
     let budget = map
         .get("budget")
         .and_then(|n| crate::config::policy::budget_plan(&n, errors));
+    let redact_upstream_host = map
+        .get("redact_upstream_host")
+        .and_then(|n| n.boolean(errors))
+        .unwrap_or(false);
     let key_ref = key_ref(&map, &node.path, errors);
     let ((auth_header, auth_prefix), key_ref) = (auth?, key_ref?);
     let credential = credential(
@@ -63,6 +67,7 @@ pub(super) fn provider(
         allow,
         models,
         budget,
+        redact_upstream_host,
     })
 }
 
