@@ -26,6 +26,7 @@
 //!   error.rs        ProxyError -> status, JSON, log text, metric label (every error answer)
 //!   websocket.rs    WebSocket upgrades tunnelled to the upstream
 //!   endpoints.rs    AWF /health, /reflect and /metrics (JSON) on provider ports
+//!   stream_usage.rs streamed chat gets stream_options.include_usage (the one body rewrite)
 //! policy/           who may spend what: caller tokens and allow-lists, rate limits, token
 //!                   budgets, key slots and their reload
 //! upstream/         TLS + ALPN + CONNECT tunnel (mod.rs), the request body (body.rs) and the

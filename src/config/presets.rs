@@ -10,6 +10,9 @@ pub struct Extras {
     pub copilot_initiator: bool,
     /// Remove the `key`, `apiKey` and `api_key` query parameters (Gemini).
     pub strip_key_params: bool,
+    /// OpenAI-style chat: a streamed request without `stream_options` gets
+    /// `include_usage: true` while token usage is read (`proxy::stream_usage`).
+    pub stream_usage: bool,
 }
 
 /// A built-in provider.
@@ -30,6 +33,7 @@ const NONE: Extras = Extras {
     anthropic_version: false,
     copilot_initiator: false,
     strip_key_params: false,
+    stream_usage: false,
 };
 
 pub const PRESETS: &[Preset] = &[
@@ -39,7 +43,10 @@ pub const PRESETS: &[Preset] = &[
         upstream: "https://api.openai.com/v1",
         auth_header: "authorization",
         auth_prefix: "Bearer ",
-        extras: NONE,
+        extras: Extras {
+            stream_usage: true,
+            ..NONE
+        },
     },
     Preset {
         name: "anthropic",
@@ -60,6 +67,7 @@ pub const PRESETS: &[Preset] = &[
         auth_prefix: "Bearer ",
         extras: Extras {
             copilot_initiator: true,
+            stream_usage: true,
             ..NONE
         },
     },

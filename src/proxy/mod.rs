@@ -21,6 +21,7 @@ pub mod endpoints;
 pub mod error;
 pub mod headers;
 mod route;
+pub mod stream_usage;
 pub mod websocket;
 
 pub use route::{Common, Route};
@@ -128,8 +129,8 @@ async fn forward(
         };
     }
     let stats = Arc::new(RequestStats::default());
-    let (parts, body) = req.into_parts();
-    let body = request_body(route, body, &stats).await?;
+    let (mut parts, body) = req.into_parts();
+    let body = request_body(route, &mut parts, body, &stats).await?;
     let upstream_req = upstream_request(route, parts, body, &admitted, &info.request_id)?;
     let sent_at = Instant::now();
     let resp = send(route, upstream_req, &stats).await?;
@@ -185,22 +186,38 @@ fn admit(route: &Route, req: &Request<Incoming>) -> Result<Admitted, ProxyError>
 }
 
 /// Step 4b: the body, streamed and capped; read first (bounded by the cap) only when a model
-/// allow-list must look at it.
+/// allow-list must look at it, or a streamed chat request may need `include_usage`
+/// (`stream_usage`, docs/design.md §5.4), which then changes it and its `Content-Length`.
 async fn request_body(
     route: &Route,
+    parts: &mut http::request::Parts,
     body: Incoming,
     stats: &Arc<RequestStats>,
 ) -> Result<RequestBody, ProxyError> {
     let cap = route.limits.max_request_body;
-    match &route.provider.models {
-        Some(models) if !http_body::Body::is_end_stream(&body) => {
-            let bytes = read_capped(body, cap).await?;
-            crate::policy::access::check_model(models, &bytes, &route.provider.name)
-                .map_err(ProxyError::NotAllowed)?;
-            Ok(RequestBody::buffered(bytes, stats.clone()))
-        }
-        _ => Ok(RequestBody::new(body, cap, stats.clone())),
+    let models = route.provider.models.as_deref();
+    let (method, path) = (&parts.method, parts.uri.path());
+    let add_usage = stream_usage::applies(route, method, path, &parts.headers);
+    if http_body::Body::is_end_stream(&body) || (models.is_none() && !add_usage) {
+        return Ok(RequestBody::new(body, cap, stats.clone()));
     }
+    let mut bytes = read_capped(body, cap).await?;
+    if let Some(models) = models {
+        crate::policy::access::check_model(models, &bytes, &route.provider.name)
+            .map_err(ProxyError::NotAllowed)?;
+    }
+    if let Some(changed) = add_usage
+        .then(|| stream_usage::with_include_usage(&bytes))
+        .flatten()
+    {
+        if parts.headers.contains_key(header::CONTENT_LENGTH) {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(changed.len()));
+        }
+        bytes = changed;
+    }
+    Ok(RequestBody::buffered(bytes, stats.clone()))
 }
 
 /// Step 5: the worker's pool sends it, within `request_timeout` for the response headers.
