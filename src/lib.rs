@@ -25,12 +25,14 @@
 //!   body.rs         response body wrapper: counts, idle timeout, end-of-request hook
 //!   error.rs        ProxyError -> status, JSON, log text, metric label (every error answer)
 //!   websocket.rs    WebSocket upgrades tunnelled to the upstream
-//!   endpoints.rs    AWF /health and /reflect on provider ports
+//!   endpoints.rs    AWF /health, /reflect and /metrics (JSON) on provider ports
+//!   stream_usage.rs streamed chat gets stream_options.include_usage (the one body rewrite)
 //! policy/           who may spend what: caller tokens and allow-lists, rate limits, token
 //!                   budgets, key slots and their reload
 //! upstream/         TLS + ALPN + CONNECT tunnel (mod.rs), the request body (body.rs) and the
 //!   pool/           connection pool: HTTP/2 stream slots, HTTP/1.1 keep-alive, shared connects
-//! telemetry/        metrics registry, JSON log lines and their writer, token usage, usage file
+//! telemetry/        metrics registry, JSON log lines and their writer, token usage, usage file,
+//!                   AWF's JSON /metrics (awf_metrics.rs)
 //! config/           YAML walking, units, DEFAULT_* (mod.rs), the validated Plan (plan.rs),
 //!                   provider presets, secrets, egress (forward proxy) settings, the normal
 //!                   form of request paths (path.rs)

@@ -82,13 +82,14 @@ fn cases() -> Vec<Case> {
             4,
             Some((11, 4)),
         ),
+        // No stream_options: the proxy adds include_usage (docs/design.md §5.4), so counted.
         (
             "chat-stream",
             0,
             "/v1/chat/completions",
             CHAT_STREAM,
             2,
-            None,
+            Some((11, 2)),
         ),
         ("responses", 0, "/v1/responses", RESP, 6, Some((11, 6))),
         (
@@ -390,4 +391,101 @@ async fn usage_parsing_adds_no_stream_delay() {
         "worst per-event lag: usage parsing off {off:.2} ms, on {on:.2} ms\n"
     ));
     assert!(off < 40.0 && on < 40.0, "off {off:.2} ms, on {on:.2} ms");
+}
+
+/// With token usage on, the upstream is asked only for codings whose usage the proxy can read
+/// (`zstd` dropped, the rest kept in order, as the Node sidecar did); with it off, the
+/// client's `Accept-Encoding` passes unchanged.
+#[tokio::test]
+async fn zstd_is_not_requested_while_usage_is_read() {
+    for (token_usage, expected) in [(true, "gzip, br"), (false, "gzip, zstd, br")] {
+        let usage = std::env::temp_dir().join(format!("kp-ae-{}.jsonl", std::process::id()));
+        let h =
+            Harness::start_with(MockConfig::default(), |m| providers(m, &usage, token_usage)).await;
+        let mut req = post(h.openai(), "/v1/chat/completions", r#"{"model":"m"}"#);
+        req.headers_mut()
+            .insert("accept-encoding", "gzip, zstd, br".parse().unwrap());
+        assert_eq!(send(req).await.status, 200);
+        let seen = h.mock.requests();
+        assert_eq!(seen[0].header_all("accept-encoding"), [expected]);
+        let _ = std::fs::remove_file(&usage);
+    }
+}
+
+/// The JSON log lines of `event` for one request id, once there (a request is logged when its
+/// body has ended, which may trail the client's last byte).
+async fn logged_once(event: &str, request_id: &str) -> serde_json::Value {
+    for _ in 0..200 {
+        let found = logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == event && v["request_id"] == request_id);
+        if let Some(v) = found {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no {event} for {request_id}");
+}
+
+/// A streamed chat request without `stream_options` gets `include_usage: true` (as the Node
+/// sidecar did), so its tokens are counted; the member goes right after `{`, every other byte
+/// stays, `Content-Length` follows. Bodies that already say something, non-streamed ones, and
+/// everything with token usage off reach the upstream byte for byte.
+#[tokio::test]
+async fn streamed_chat_gets_include_usage_while_usage_is_read() {
+    let usage = std::env::temp_dir().join(format!("kp-iu-{}.jsonl", std::process::id()));
+    let h = Harness::start_with(MockConfig::default(), |m| providers(m, &usage, true)).await;
+    let streamed =
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut req = post(h.openai(), "/v1/chat/completions", streamed);
+    req.headers_mut()
+        .insert("x-request-id", "include-usage".parse().unwrap());
+    let a = send(req).await;
+    assert_eq!(a.status, 200);
+    // The client did not ask for usage and gets the final usage chunk anyway (Node did too).
+    assert!(
+        a.text().contains(r#""choices":[],"usage":"#),
+        "{}",
+        a.text()
+    );
+    let seen = h.mock.requests();
+    let expected = format!(
+        "{{\"stream_options\":{{\"include_usage\":true}},{}",
+        &streamed[1..]
+    );
+    assert_eq!(String::from_utf8_lossy(&seen[0].body), expected);
+    assert_eq!(seen[0].body_len, expected.len() as u64);
+    if let Some(cl) = seen[0].header("content-length") {
+        assert_eq!(cl, expected.len().to_string());
+    }
+    let done = logged_once("request_complete", "include-usage").await;
+    assert!(done["input_tokens"].as_u64() > Some(0), "{done}");
+    assert!(done["output_tokens"].as_u64() > Some(0), "{done}");
+
+    let untouched = [
+        r#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[]}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+    ];
+    for body in untouched {
+        assert_eq!(
+            send(post(h.openai(), "/v1/chat/completions", body))
+                .await
+                .status,
+            200
+        );
+    }
+    // Not a chat path (Node left the Responses API alone too).
+    let responses = r#"{"model":"m","stream":true,"input":"hi"}"#;
+    send(post(h.openai(), "/v1/responses", responses)).await;
+    let seen = h.mock.requests();
+    assert_eq!(seen[1].body, untouched[0].as_bytes());
+    assert_eq!(seen[2].body, untouched[1].as_bytes());
+    assert_eq!(seen[3].body, responses.as_bytes());
+    drop(h);
+
+    let off = Harness::start_with(MockConfig::default(), |m| providers(m, &usage, false)).await;
+    send(post(off.openai(), "/v1/chat/completions", streamed)).await;
+    assert_eq!(off.mock.requests()[0].body, streamed.as_bytes());
+    let _ = std::fs::remove_file(&usage);
 }

@@ -497,6 +497,67 @@ fn node_extra_ca_certs_becomes_extra_ca_file() {
     assert_eq!(plan.tls.extra_cas.len(), 1);
 }
 
+/// `AWF_SENSITIVE_OPENAI_TARGET` (AWF sets it to the secret OpenAI base URL's host): the
+/// openai provider gets `redact_upstream_host: true`, and neither the rendered warnings nor
+/// `awf --check` print the host.
+#[test]
+fn sensitive_openai_target_is_redacted() {
+    let pairs = [
+        ("OPENAI_API_KEY", CANARY),
+        (
+            "OPENAI_API_TARGET",
+            "https://lb.internal-secret.example/serving?x=1",
+        ),
+        ("AWF_SENSITIVE_OPENAI_TARGET", "lb.internal-secret.example"),
+    ];
+    let (r, plan) = render(Some("sensitive_openai_target"), &pairs);
+    assert!(
+        r.yaml.contains("    redact_upstream_host: true\n"),
+        "{}",
+        r.yaml
+    );
+    assert!(plan.providers[0].redact_upstream_host);
+    assert!(!plan.providers[1].redact_upstream_host);
+    assert_eq!(r.warnings.len(), 1, "{:#?}", r.warnings);
+    assert!(
+        r.warnings[0].ends_with("upstream host is [REDACTED]"),
+        "{:?}",
+        r.warnings
+    );
+    let described = plan.describe();
+    assert!(
+        described.contains("-> https://[REDACTED] (redact_upstream_host"),
+        "{described}"
+    );
+    let (code, stdout, stderr) = bin(&["awf", "--check"], &pairs);
+    assert_eq!(code, 0, "{stderr}");
+    for text in [
+        &r.yaml
+            .replace("upstream: https://lb.internal-secret.example", ""),
+        &described,
+        &stdout,
+        &stderr,
+    ] {
+        assert!(
+            !text.contains("internal-secret"),
+            "the host leaked:\n{text}"
+        );
+    }
+
+    // Naming another host is pointed out, without either value.
+    let (r, _) = render(
+        None,
+        &[
+            ("OPENAI_API_TARGET", "lb.internal-secret.example"),
+            ("AWF_SENSITIVE_OPENAI_TARGET", "other.example"),
+        ],
+    );
+    assert_eq!(r.warnings.len(), 1, "{:#?}", r.warnings);
+    assert!(r.warnings[0]
+        .starts_with("AWF_SENSITIVE_OPENAI_TARGET does not name the openai upstream host"));
+    assert!(!r.warnings[0].contains("example"));
+}
+
 #[test]
 fn unreproduced_variables_are_named_not_echoed() {
     let (r, _) = render(
@@ -664,6 +725,7 @@ async fn rendered_admin_is_loopback_and_the_health_command_passes_against_it() {
     let plan = Plan::from_yaml(&yaml, &lookup(&env)).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let bound = Bound::bind(&plan).await.unwrap();
     let admin = bound.admin_addr();
+    let openai = bound.provider_addrs()[0];
     assert!(admin.ip().is_loopback(), "{admin}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let shared = std::sync::Arc::new(Shared::default());
@@ -693,6 +755,34 @@ async fn rendered_admin_is_loopback_and_the_health_command_passes_against_it() {
     assert!(ready.is_some(), "`llm-keyproxy health` never passed");
     let (code, _, stderr) = health("/live").await.unwrap();
     assert_eq!(code, 0, "{stderr}");
+
+    // `/reflect` gives base URLs an agent on awf-net can use, as the Node sidecar did
+    // (`http://api-proxy:PORT`), not the bind address.
+    let reflect = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(openai).unwrap();
+        s.write_all(b"GET /reflect HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    let body = reflect.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reflect}"));
+    let endpoints = v["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 5);
+    assert_eq!(endpoints[0]["provider"], "openai");
+    assert_eq!(
+        endpoints[0]["base_url"],
+        format!("http://api-proxy:{}", openai.port())
+    );
+    for e in endpoints {
+        let url = e["base_url"].as_str().unwrap();
+        assert!(url.starts_with("http://api-proxy:"), "{url}");
+    }
 
     // Not on the host's outward address (when it has one): only loopback was bound.
     if let Some(ip) = outward_ip() {
@@ -738,7 +828,8 @@ fn github_oidc_renders_a_keyless_cloud_provider_on_the_openai_port() {
         ),
         ("ANTHROPIC_API_KEY", "sk-ant-KPCANARY0a1b2c3d4e5f6789"),
     ];
-    let cases: [(&[(&str, &str)], &str, &str, &str); 3] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, &'a str);
+    let cases: [Case; 3] = [
         (
             &[
                 ("AWF_AUTH_AZURE_TENANT_ID", "tenant-1"),

@@ -9,6 +9,7 @@ use http::header::{HeaderName, HOST};
 use serde::{Serialize, Serializer};
 
 use crate::config::egress::ProxyTarget;
+use crate::config::plan::REDACTED_HOST;
 use crate::config::presets::{self, Preset};
 use crate::telemetry::logging::sanitize;
 
@@ -16,6 +17,8 @@ use crate::telemetry::logging::sanitize;
 /// container, and the agent on the AWF network has no business with `/metrics` or with
 /// flooding the probes (docs/security.md).
 pub const ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// The sidecar's name on `awf-net` (its compose service), as `/reflect` reports it.
+pub const AWF_SERVICE_HOST: &str = "api-proxy";
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 8000;
 pub const DEFAULT_RATE_LIMIT_RPM: u64 = 600;
 pub const DEFAULT_RATE_LIMIT_RPH: u64 = 1000;
@@ -39,6 +42,8 @@ struct AwfProvider {
     env_prefix: &'static str,
     /// Renames the credential header; the raw key is then sent without a prefix.
     auth_header_var: Option<&'static str>,
+    /// Set (to the target's host): the upstream host is sensitive and never printed.
+    sensitive_var: Option<&'static str>,
 }
 
 const AWF_PROVIDERS: [AwfProvider; 5] = [
@@ -47,24 +52,28 @@ const AWF_PROVIDERS: [AwfProvider; 5] = [
         key_var: "OPENAI_API_KEY",
         env_prefix: "OPENAI",
         auth_header_var: Some("AWF_OPENAI_AUTH_HEADER"),
+        sensitive_var: Some("AWF_SENSITIVE_OPENAI_TARGET"),
     },
     AwfProvider {
         preset: "anthropic",
         key_var: "ANTHROPIC_API_KEY",
         env_prefix: "ANTHROPIC",
         auth_header_var: Some("AWF_ANTHROPIC_AUTH_HEADER"),
+        sensitive_var: None,
     },
     AwfProvider {
         preset: "copilot",
         key_var: "COPILOT_GITHUB_TOKEN",
         env_prefix: "COPILOT",
         auth_header_var: None,
+        sensitive_var: None,
     },
     AwfProvider {
         preset: "gemini",
         key_var: "GEMINI_API_KEY",
         env_prefix: "GEMINI",
         auth_header_var: None,
+        sensitive_var: None,
     },
     AwfProvider {
         // The Node sidecar's VERTEX_ENV.KEY is GOOGLE_API_KEY (there is no VERTEX_API_KEY).
@@ -72,6 +81,7 @@ const AWF_PROVIDERS: [AwfProvider; 5] = [
         key_var: "GOOGLE_API_KEY",
         env_prefix: "VERTEX",
         auth_header_var: None,
+        sensitive_var: None,
     },
 ];
 
@@ -89,10 +99,6 @@ const NOT_REPRODUCED: &[(&str, &str)] = &[
     (
         "AWF_BYOK_EXTRA_BODY_FIELDS",
         "Copilot BYOK extra body fields",
-    ),
-    (
-        "AWF_SENSITIVE_OPENAI_TARGET",
-        "hiding the OpenAI target host in logs",
     ),
     ("AWF_MODEL_ALIASES", "model aliases"),
     ("AWF_MODEL_FALLBACK", "model fallback"),
@@ -118,6 +124,9 @@ const NOT_REPRODUCED: &[(&str, &str)] = &[
 
 #[derive(Serialize)]
 struct Config {
+    /// The agent reaches the sidecar as `api-proxy` (its compose service name), so `/reflect`
+    /// reports `http://api-proxy:PORT` as the Node sidecar did.
+    advertised_host: &'static str,
     admin: Admin,
     #[serde(skip_serializing_if = "Option::is_none")]
     upstream_proxy: Option<String>,
@@ -171,6 +180,8 @@ struct Provider {
     auth: Option<Auth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate_limit: Option<RateLimit>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    redact_upstream_host: bool,
 }
 
 #[derive(Serialize)]
@@ -261,6 +272,7 @@ pub fn render_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered
     }
 
     let config = Config {
+        advertised_host: AWF_SERVICE_HOST,
         admin: Admin {
             listen: ADMIN_LISTEN,
         },
@@ -296,14 +308,20 @@ fn provider(
     let (default_host, default_base) = split_upstream(preset.upstream);
     let mut errors = Vec::new();
 
+    let sensitive = awf.sensitive_var.filter(|name| var(name).is_some());
     let target_var = format!("{}_API_TARGET", awf.env_prefix);
     let host = match var(&target_var) {
         Some(text) => match target_host(&text) {
             Ok((host, dropped)) => {
                 if !dropped.is_empty() {
+                    let shown = if sensitive.is_some() {
+                        REDACTED_HOST
+                    } else {
+                        &host
+                    };
                     warnings.push(format!(
                         "{target_var}: dropped the {} (only a host is used, as in the Node sidecar; \
-                         put a path in {}_API_BASE_PATH); upstream host is {host}",
+                         put a path in {}_API_BASE_PATH); upstream host is {shown}",
                         dropped.join(", "),
                         awf.env_prefix
                     ));
@@ -355,6 +373,16 @@ fn provider(
         None => None,
     };
 
+    if let Some(name) = sensitive {
+        // AWF sets it to the target's host; anything else is named, never printed.
+        let named = var(name).and_then(|t| target_host(&t).ok()).map(|(h, _)| h);
+        if named.as_deref() != Some(host.as_str()) {
+            warnings.push(format!(
+                "{name} does not name the {} upstream host; that host is redacted in logs all the same",
+                awf.preset
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -368,6 +396,7 @@ fn provider(
         upstream: (upstream != preset.upstream).then_some(upstream),
         auth,
         rate_limit,
+        redact_upstream_host: sensitive.is_some(),
     })
 }
 

@@ -473,6 +473,25 @@ pub fn show_duration(d: Duration) -> String {
     }
 }
 
+/// `text` with every occurrence of `needle` (ASCII case ignored) replaced by `with`.
+pub fn replace_ignoring_case(text: &str, needle: &str, with: &str) -> String {
+    if needle.is_empty() {
+        return text.to_owned();
+    }
+    let lower = text.to_ascii_lowercase();
+    let needle = needle.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    // ASCII lower-casing keeps byte offsets, so positions in `lower` are positions in `text`.
+    while let Some(at) = lower[from..].find(&needle) {
+        out.push_str(&text[from..from + at]);
+        out.push_str(with);
+        from += at + needle.len();
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

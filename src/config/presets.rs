@@ -5,10 +5,14 @@
 pub struct Extras {
     /// Add `anthropic-version: 2023-06-01` when the client sent none.
     pub anthropic_version: bool,
-    /// Add `x-initiator: agent` when the client sent none (GitHub Copilot).
+    /// Add `x-initiator: agent` when the client sent none (GitHub Copilot; only when the
+    /// upstream is `githubcopilot.com` or one of its subdomains, see `is_copilot_host`).
     pub copilot_initiator: bool,
     /// Remove the `key`, `apiKey` and `api_key` query parameters (Gemini).
     pub strip_key_params: bool,
+    /// OpenAI-style chat: a streamed request without `stream_options` gets
+    /// `include_usage: true` while token usage is read (`proxy::stream_usage`).
+    pub stream_usage: bool,
 }
 
 /// A built-in provider.
@@ -29,6 +33,7 @@ const NONE: Extras = Extras {
     anthropic_version: false,
     copilot_initiator: false,
     strip_key_params: false,
+    stream_usage: false,
 };
 
 pub const PRESETS: &[Preset] = &[
@@ -38,7 +43,10 @@ pub const PRESETS: &[Preset] = &[
         upstream: "https://api.openai.com/v1",
         auth_header: "authorization",
         auth_prefix: "Bearer ",
-        extras: NONE,
+        extras: Extras {
+            stream_usage: true,
+            ..NONE
+        },
     },
     Preset {
         name: "anthropic",
@@ -59,6 +67,7 @@ pub const PRESETS: &[Preset] = &[
         auth_prefix: "Bearer ",
         extras: Extras {
             copilot_initiator: true,
+            stream_usage: true,
             ..NONE
         },
     },
@@ -100,6 +109,13 @@ pub const PRESETS: &[Preset] = &[
         extras: NONE,
     },
 ];
+
+/// `githubcopilot.com` or a subdomain of it: the hosts the Node sidecar sent Copilot's
+/// `X-Initiator` to (its `isCopilotHost`); a `COPILOT_API_TARGET` elsewhere gets none.
+pub fn is_copilot_host(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    host == "githubcopilot.com" || host.ends_with(".githubcopilot.com")
+}
 
 /// The preset of that name, if it is one.
 pub fn preset(name: &str) -> Option<&'static Preset> {

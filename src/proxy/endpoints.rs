@@ -1,7 +1,9 @@
 //! AWF compatibility endpoints on provider ports, answered locally and never proxied:
-//! `GET /health` (aggregate on the first provider port, per provider elsewhere) and
-//! `GET /reflect` (every endpoint). They never touch the upstream.
+//! `GET /health` (aggregate on the first provider port, per provider elsewhere),
+//! `GET /reflect` (every endpoint) and, on the first port only, `GET /metrics` (the Node
+//! sidecar's JSON). They never touch the upstream.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,19 +18,44 @@ use crate::proxy::Route;
 /// handed to every listener's service (a route itself never holds it).
 pub struct Directory {
     routes: Vec<Arc<Route>>,
+    /// `/reflect`'s `base_url` of each route, in the same order.
+    base_urls: Vec<String>,
     /// The egress shown as `squid_proxy` (redacted), if any.
     squid_proxy: Option<String>,
 }
 
 impl Directory {
-    pub fn new(routes: Vec<Arc<Route>>) -> Directory {
+    /// `advertised_host` (the plan's) names the host of `/reflect`'s base URLs.
+    pub fn new(routes: Vec<Arc<Route>>, advertised_host: Option<&str>) -> Directory {
         let squid_proxy = routes
             .iter()
             .find_map(|r| r.provider.proxy.as_ref().map(|p| p.to_string()));
+        let base_urls = routes
+            .iter()
+            .map(|r| base_url(r.provider.listen, advertised_host))
+            .collect();
         Directory {
             routes,
+            base_urls,
             squid_proxy,
         }
+    }
+
+    /// The first provider's route: its port (AWF's 10000) answers the aggregate endpoints.
+    fn is_first(&self, route: &Arc<Route>) -> bool {
+        self.routes.first().is_some_and(|r| Arc::ptr_eq(r, route))
+    }
+}
+
+/// `http://HOST:PORT` an agent can use: the advertised host, else the listen address with an
+/// unspecified IP (`0.0.0.0`, `::`) shown as loopback, never as itself.
+fn base_url(listen: SocketAddr, advertised_host: Option<&str>) -> String {
+    let port = listen.port();
+    match (advertised_host, listen.ip()) {
+        (Some(host), _) => format!("http://{host}:{port}"),
+        (None, IpAddr::V4(ip)) if ip.is_unspecified() => format!("http://127.0.0.1:{port}"),
+        (None, IpAddr::V6(ip)) if ip.is_unspecified() => format!("http://[::1]:{port}"),
+        (None, _) => format!("http://{listen}"),
     }
 }
 
@@ -44,6 +71,11 @@ pub fn answer<B>(
     match req.uri().path() {
         "/health" => Some(health(route, dir)),
         "/reflect" => Some(reflect(dir)),
+        // Node's JSON metrics, on the first port only (AWF's 10000), as Node had them.
+        "/metrics" if dir.is_first(route) => Some(reply(
+            StatusCode::OK,
+            &crate::telemetry::awf_metrics::node_shape(&route.registry),
+        )),
         _ => None,
     }
 }
@@ -54,8 +86,7 @@ fn configured(route: &Route) -> bool {
 
 fn health(route: &Arc<Route>, dir: &Directory) -> Response<ProxyBody> {
     let routes = &dir.routes;
-    let first = routes.first().is_some_and(|r| Arc::ptr_eq(r, route));
-    if first {
+    if dir.is_first(route) {
         let mut providers = Map::new();
         let mut limits = Map::new();
         let (mut total, mut active) = (0u64, 0i64);
@@ -139,12 +170,13 @@ fn reflect(dir: &Directory) -> Response<ProxyBody> {
     let endpoints: Vec<Value> = dir
         .routes
         .iter()
-        .map(|r| {
+        .zip(&dir.base_urls)
+        .map(|(r, base_url)| {
             json!({
                 "provider": r.provider.name,
                 "port": r.provider.listen.port(),
-                "base_url": format!("http://{}", r.provider.listen),
-                "upstream": format!("https://{}{}", r.provider.host, r.provider.base_path),
+                "base_url": base_url,
+                "upstream": r.provider.shown_upstream(),
                 "configured": configured(r),
             })
         })
@@ -163,4 +195,27 @@ fn reply(status: StatusCode, body: &Value) -> Response<ProxyBody> {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_usable_addresses() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            base_url(at("0.0.0.0:10000"), Some("api-proxy")),
+            "http://api-proxy:10000"
+        );
+        assert_eq!(
+            base_url(at("0.0.0.0:10001"), None),
+            "http://127.0.0.1:10001"
+        );
+        assert_eq!(base_url(at("[::]:10002"), None), "http://[::1]:10002");
+        assert_eq!(
+            base_url(at("172.30.0.30:10003"), None),
+            "http://172.30.0.30:10003"
+        );
+    }
 }

@@ -101,6 +101,41 @@ pub fn to_upstream(
     }
 }
 
+/// With token usage on: `Accept-Encoding` keeps only the codings whose usage can be read
+/// (`usage::DECODED_ENCODINGS`, q-values kept), so `zstd` and unknown codings never come
+/// back uncounted; nothing left means `identity`. Untouched when nothing had to go. The Node
+/// sidecar did the same (its `sanitizeAcceptEncoding`).
+pub fn accept_decodable_only(headers: &mut HeaderMap) {
+    use crate::telemetry::usage::DECODED_ENCODINGS;
+    let decodable = |item: &str| {
+        let coding = item.split(';').next().unwrap_or("").trim();
+        DECODED_ENCODINGS
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(coding))
+    };
+    let items: Vec<&str> = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .collect();
+    if items.iter().all(|i| decodable(i)) {
+        return;
+    }
+    let kept: Vec<&str> = items.into_iter().filter(|i| decodable(i)).collect();
+    let value = if kept.is_empty() {
+        "identity".to_owned()
+    } else {
+        kept.join(", ")
+    };
+    // Built from pieces of valid header values, so still valid.
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::ACCEPT_ENCODING, v);
+    }
+}
+
 static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 
 /// Cleans the upstream's response headers for the client: hop-by-hop removed, request id set.
@@ -261,6 +296,30 @@ mod tests {
             h.get_all("anthropic-version").iter().collect::<Vec<_>>(),
             ["2024-01-01"]
         );
+    }
+
+    #[test]
+    fn accept_encoding_keeps_decodable_codings() {
+        let run = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            accept_decodable_only(&mut h);
+            let all: Vec<_> = h.get_all(header::ACCEPT_ENCODING).iter().cloned().collect();
+            all.iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(&["gzip, zstd, br"]), ["gzip, br"]);
+        assert_eq!(run(&["zstd;q=1.0, gzip;q=0.5"]), ["gzip;q=0.5"]);
+        assert_eq!(run(&["ZSTD"]), ["identity"]);
+        assert_eq!(run(&["gzip", "zstd, *"]), ["gzip"]);
+        // Nothing to drop: left exactly as sent (one value or several).
+        assert_eq!(run(&["gzip,deflate , br"]), ["gzip,deflate , br"]);
+        assert_eq!(run(&["gzip", "br"]), ["gzip", "br"]);
+        assert_eq!(run(&["identity"]), ["identity"]);
+        assert!(run(&[]).is_empty());
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The request path as named steps (docs/design.md §5):
 //!
 //! ```text
-//! client ─▶ handle: /health, /reflect answered locally; request id (5.1)
+//! client ─▶ handle: /health, /reflect, /metrics (first port) answered locally; request id (5.1)
 //!        ─▶ admit: draining? ─▶ check_target (5.2) ─▶ check_caller ─▶ key configured?
 //!                  ─▶ allow-list ─▶ check_declared_size (5.4) ─▶ rate limit ─▶ budgets
 //!        ─▶ WebSocket upgrade? websocket::open (5.7), tunnelled
-//!        ─▶ request_body (streamed and capped; read first only for a model allow-list)
-//!        ─▶ upstream_request (5.3: strip, inject, rewrite path)
+//!        ─▶ request_body (streamed and capped; read first only for a model allow-list or a
+//!           streamed chat request that gets include_usage: stream_usage)
+//!        ─▶ upstream_request (5.3: strip, inject, rewrite path; Accept-Encoding decodable only)
 //!        ─▶ send (5.5: the worker's pool, request_timeout)
-//!        ─▶ client_response (5.6: hop-by-hop out, body streamed frame by frame) ─▶ client
+//!        ─▶ client_response (5.6: hop-by-hop out, body streamed frame by frame; an upstream
+//!           400/401/403 logs upstream_auth_error) ─▶ client
 //!        ─▶ completion (when the body ends: metrics, usage, budgets, request_complete)
 //! ```
 //!
@@ -21,6 +23,7 @@ pub mod endpoints;
 pub mod error;
 pub mod headers;
 mod route;
+pub mod stream_usage;
 pub mod websocket;
 
 pub use route::{Common, Route};
@@ -39,7 +42,7 @@ use crate::config::plan::Credential;
 use crate::policy::access::Target;
 use crate::proxy::body::{ProxyBody, RequestBody, RequestStats, ResponseBody};
 use crate::proxy::error::ProxyError;
-use crate::telemetry::logging::log_path;
+use crate::telemetry::logging::{log_path, redact_sensitive};
 use crate::telemetry::usage::UsageTap;
 use crate::upstream::pool::{SendError, UpstreamBody};
 use completion::Completion;
@@ -128,8 +131,8 @@ async fn forward(
         };
     }
     let stats = Arc::new(RequestStats::default());
-    let (parts, body) = req.into_parts();
-    let body = request_body(route, body, &stats, &admitted.credential).await?;
+    let (mut parts, body) = req.into_parts();
+    let body = request_body(route, &mut parts, body, &stats, &admitted.credential).await?;
     let upstream_req = upstream_request(route, parts, body, &admitted, &info.request_id)?;
     let sent_at = Instant::now();
     let resp = send(route, upstream_req, &stats).await?;
@@ -185,25 +188,42 @@ fn admit(route: &Route, req: &Request<Incoming>) -> Result<Admitted, ProxyError>
 }
 
 /// Step 4b: the body, streamed and capped; read first (bounded by the cap) only when a model
-/// allow-list must look at it, or a SigV4 signature covers it (docs/cloud.md).
+/// allow-list must look at it, a SigV4 signature covers it (docs/cloud.md), or a streamed
+/// chat request may need `include_usage` (`stream_usage`, docs/design.md §5.4), which then
+/// changes it and its `Content-Length`.
 async fn request_body(
     route: &Route,
+    parts: &mut http::request::Parts,
     body: Incoming,
     stats: &Arc<RequestStats>,
     credential: &Credential,
 ) -> Result<RequestBody, ProxyError> {
     let cap = route.limits.max_request_body;
+    let models = route.provider.models.as_deref();
+    let (method, path) = (&parts.method, parts.uri.path());
+    let add_usage = stream_usage::applies(route, method, path, &parts.headers);
     let signed = matches!(credential, Credential::Aws(_));
-    if route.provider.models.is_none() && !signed {
+    if models.is_none() && !add_usage && !signed {
         return Ok(RequestBody::new(body, cap, stats.clone()));
     }
-    let bytes = match http_body::Body::is_end_stream(&body) {
+    let mut bytes = match http_body::Body::is_end_stream(&body) {
         true => bytes::Bytes::new(),
         false => read_capped(body, cap).await?,
     };
-    if let Some(models) = route.provider.models.as_ref().filter(|_| !bytes.is_empty()) {
+    if let Some(models) = models.filter(|_| !bytes.is_empty()) {
         crate::policy::access::check_model(models, &bytes, &route.provider.name)
             .map_err(ProxyError::NotAllowed)?;
+    }
+    if let Some(changed) = add_usage
+        .then(|| stream_usage::with_include_usage(&bytes))
+        .flatten()
+    {
+        if parts.headers.contains_key(header::CONTENT_LENGTH) {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(changed.len()));
+        }
+        bytes = changed;
     }
     Ok(RequestBody::buffered(bytes, stats.clone()))
 }
@@ -337,6 +357,10 @@ fn upstream_request(
     parts.version = Version::HTTP_11;
     let credential = &admitted.credential;
     headers::to_upstream(&mut parts.headers, provider, credential, request_id);
+    if route.token_usage {
+        headers::accept_decodable_only(&mut parts.headers);
+    }
+    // Last: the signature covers the request exactly as it leaves.
     if let Credential::Aws(keys) = credential {
         let region = provider.region.as_deref().unwrap_or_default();
         let bytes = body.buffered_bytes().unwrap_or_default();
@@ -363,6 +387,7 @@ fn client_response(
     caller: Option<usize>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
+    log_upstream_auth_error(route, info, parts.status.as_u16());
     let streamed = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| {
         let v = v.as_bytes();
         v.starts_with(b"text/event-stream")
@@ -415,12 +440,40 @@ fn log_error(route: &Route, info: &RequestInfo, err: &ProxyError) {
     );
 }
 
-/// Maps a pool error to the answer: connection failures name what failed.
+/// `upstream_auth_error`: the upstream answered 400, 401 or 403, the statuses a wrong or
+/// badly formatted key gets (the Node sidecar's event, which AWF's triage searches for). It
+/// names where the key comes from, never the key.
+fn log_upstream_auth_error(route: &Route, info: &RequestInfo, status: u16) {
+    if !matches!(status, 400 | 401 | 403) {
+        return;
+    }
+    let provider = &*route.provider_name;
+    tracing::warn!(
+        event = "upstream_auth_error",
+        request_id = info.request_id.to_str().unwrap_or(""),
+        provider,
+        method = info.method.as_str(),
+        path = info.path.as_str(),
+        status,
+        upstream_host = &*route.upstream_host,
+        message = format!(
+            "upstream returned {status}: check that the {} for {provider} is valid and correctly formatted (a 400 may also be a malformed request)",
+            match (&route.provider.key_ref, &route.provider.cloud) {
+                (Some(r), _) => format!("API key ({r})"),
+                (None, Some(c)) => format!("{} credential and its cloud permissions", c.kind()),
+                (None, None) => "credential".to_owned(),
+            }
+        ),
+    );
+}
+
+/// Maps a pool error to the answer: connection failures name what failed (the host only
+/// when it is not sensitive).
 fn classify(err: SendError) -> ProxyError {
     match err {
         SendError::Connect(c) => ProxyError::Unavailable {
             kind: c.kind(),
-            message: c.to_string(),
+            message: redact_sensitive(c.to_string()),
         },
         SendError::Busy { waited, cap } => ProxyError::Busy { waited, cap },
         SendError::Failed(why) => ProxyError::Unavailable {

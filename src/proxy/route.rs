@@ -46,7 +46,8 @@ pub struct Route {
     pub token_usage: bool,
     pub usage_log: Option<UsageLog>,
     pub limiter: Option<RateLimiter>,
-    /// The upstream host, shared by every log line of this route.
+    /// The upstream host as logs show it (`[REDACTED]` when sensitive), shared by every log
+    /// line of this route.
     pub(crate) upstream_host: Arc<str>,
     pub(crate) provider_name: Arc<str>,
     /// The injected credential; replaced in place by a key reload.
@@ -72,7 +73,7 @@ impl Route {
             })
             .collect();
         Route {
-            upstream_host: Arc::from(provider.host.as_str()),
+            upstream_host: Arc::from(provider.shown_host()),
             provider_name: Arc::from(provider.name.as_str()),
             pools,
             limits: *limits,

@@ -188,7 +188,7 @@ async fn send(route: &Route, up: Request<Empty<Bytes>>) -> Result<Response<Incom
         .await
         .map_err(|c| ProxyError::Unavailable {
             kind: c.kind(),
-            message: c.to_string(),
+            message: crate::telemetry::logging::redact_sensitive(c.to_string()),
         })?;
     let io = hyper_util::rt::TokioIo::new(io);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)

@@ -117,8 +117,19 @@ pub async fn run(
         draining: shared.draining.clone(),
     };
     let providers = std::mem::take(&mut plan.providers);
+    for p in providers.iter().filter(|p| p.redact_upstream_host) {
+        crate::telemetry::logging::redact_in_logs(&p.host);
+    }
     let provider_count = providers.len();
-    let listening = listening(providers, bound.providers, addrs, &common, &shared)?;
+    let advertised_host = plan.advertised_host.as_deref();
+    let listening = listening(
+        providers,
+        bound.providers,
+        addrs,
+        advertised_host,
+        &common,
+        &shared,
+    )?;
     let routes: Vec<Arc<Route>> = listening.iter().map(|l| l.route.clone()).collect();
     let drain = Drain::default();
     let workers =
@@ -217,6 +228,7 @@ fn listening(
     providers: Vec<ProviderPlan>,
     listeners: Vec<TcpListener>,
     addrs: Vec<SocketAddr>,
+    advertised_host: Option<&str>,
     common: &Common,
     shared: &Shared,
 ) -> Result<Vec<workers::Listening>, String> {
@@ -226,7 +238,7 @@ fn listening(
         log_provider(&provider);
         routes.push(Arc::new(Route::new(provider, common)));
     }
-    let directory = Arc::new(Directory::new(routes.clone()));
+    let directory = Arc::new(Directory::new(routes.clone(), advertised_host));
     let mut listening = Vec::with_capacity(routes.len());
     for (route, listener) in routes.into_iter().zip(listeners) {
         let name = route.provider.name.clone();
@@ -265,7 +277,7 @@ fn log_provider(provider: &ProviderPlan) {
             event = "provider_ready",
             provider = provider.name.as_str(),
             listen = %addr,
-            upstream = format!("https://{}{}", provider.host, provider.base_path),
+            upstream = provider.shown_upstream(),
             egress = provider.proxy.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "direct".into()),
             credential = provider.cloud.as_ref().map_or("key", |c| c.kind()),
         ),

@@ -131,6 +131,8 @@ pub struct Metrics {
     connections_refused: ByName,
     credential_refreshes: ByName,
     credential_expiry: Family<ProviderLabel, Gauge>,
+    /// When the registry was made (the process start): AWF's `uptime_seconds`.
+    pub started: std::time::Instant,
 }
 
 fn histogram() -> Histogram {
@@ -146,6 +148,7 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix(PREFIX);
         let m = Metrics {
+            started: std::time::Instant::now(),
             requests: Family::default(),
             duration: Family::new_with_constructor(histogram as fn() -> Histogram),
             ttfb: Family::new_with_constructor(histogram as fn() -> Histogram),

@@ -1,6 +1,7 @@
 //! What the proxy tells its operators: the metrics registry, JSON log lines and their batched
 //! writer, token usage read from responses, and the usage file.
 
+pub mod awf_metrics;
 pub mod eventstream;
 pub mod logging;
 pub mod logline;

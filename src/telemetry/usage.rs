@@ -233,8 +233,15 @@ pub enum Format {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
     Gzip,
+    /// HTTP `deflate`: zlib-wrapped, or raw deflate as some servers send it.
+    Deflate,
     Brotli,
 }
+
+/// The content codings whose usage can be read (`identity`: none). With token usage on, the
+/// proxy asks the upstream for these only (docs/design.md §5.3), so no answer arrives in a
+/// coding (such as `zstd`) that would leave its tokens uncounted.
+pub const DECODED_ENCODINGS: &[&str] = &["gzip", "x-gzip", "deflate", "br", "identity"];
 
 /// Reads SSE `data:` lines incrementally, parsing only lines that can carry usage or model.
 #[derive(Debug, Default)]
@@ -348,6 +355,7 @@ impl UsageTap {
         let encoding = match headers.get(CONTENT_ENCODING).map(|v| v.as_bytes()) {
             None | Some(b"identity") => None,
             Some(b"gzip" | b"x-gzip") => Some(Encoding::Gzip),
+            Some(b"deflate") => Some(Encoding::Deflate),
             Some(b"br") => Some(Encoding::Brotli),
             Some(_) => return Some(UsageTap::Unparsed),
         };
@@ -425,6 +433,12 @@ pub fn decode_and_read(format: Format, encoding: Option<Encoding>, chunks: &[Byt
         Some(Encoding::Gzip) => {
             limited(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut plain)
         }
+        Some(Encoding::Deflate) => {
+            limited(&mut flate2::read::ZlibDecoder::new(&raw[..]), &mut plain);
+            if plain.is_empty() {
+                limited(&mut flate2::read::DeflateDecoder::new(&raw[..]), &mut plain);
+            }
+        }
         Some(Encoding::Brotli) => limited(
             &mut brotli_decompressor::Decompressor::new(&raw[..], 4096),
             &mut plain,
@@ -494,13 +508,24 @@ mod tests {
     }
 
     #[test]
-    fn gzip_and_brotli_decode() {
+    fn gzip_deflate_and_brotli_decode() {
         use std::io::Write;
         let body = br#"{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(body).unwrap();
         let gz = gz.finish().unwrap();
         let u = decode_and_read(Format::Json, Some(Encoding::Gzip), &[Bytes::from(gz)]);
+        assert_eq!(u.counts(), [3, 4, 0, 0]);
+        // `deflate`: zlib-wrapped (RFC 9110) or raw, as some servers send it.
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(body).unwrap();
+        let z = Bytes::from(z.finish().unwrap());
+        let u = decode_and_read(Format::Json, Some(Encoding::Deflate), &[z]);
+        assert_eq!(u.counts(), [3, 4, 0, 0]);
+        let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        d.write_all(body).unwrap();
+        let d = Bytes::from(d.finish().unwrap());
+        let u = decode_and_read(Format::Json, Some(Encoding::Deflate), &[d]);
         assert_eq!(u.counts(), [3, 4, 0, 0]);
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, "application/json".parse().unwrap());

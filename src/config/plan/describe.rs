@@ -8,6 +8,9 @@ impl Plan {
         let mut out = String::new();
         self.describe_process(&mut out);
         self.describe_limits(&mut out);
+        if let Some(host) = &self.advertised_host {
+            let _ = writeln!(out, "advertised_host: {host} (/reflect base URLs)");
+        }
         if !self.callers.is_empty() {
             let names: Vec<&str> = self.callers.iter().map(|c| c.name.as_str()).collect();
             let _ = writeln!(out, "callers (token required): {}", names.join(", "));
@@ -124,13 +127,17 @@ fn describe_provider(out: &mut String, p: &ProviderPlan) {
         Some(proxy) => format!(", via CONNECT proxy {proxy} (from {})", p.proxy_source),
         None => String::new(),
     };
+    let sensitive = if p.redact_upstream_host {
+        " (redact_upstream_host: the host is never shown)"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "provider {}{preset}: http://{} -> {}{}{dial}{via}",
+        "provider {}{preset}: http://{} -> {}{dial}{via}{sensitive}",
         p.name,
         p.listen,
-        p.origin.to_string().trim_end_matches('/'),
-        p.base_path
+        p.shown_upstream(),
     );
     let from = p
         .key_ref

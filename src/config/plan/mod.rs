@@ -39,6 +39,9 @@ pub struct Plan {
     pub providers: Vec<ProviderPlan>,
     /// When not empty, every proxied request must present one of these tokens.
     pub callers: Vec<crate::config::policy::CallerPlan>,
+    /// The host name agents reach the provider listeners by (`advertised_host`): `/reflect`
+    /// reports `http://HOST:PORT` base URLs with it (AWF: `api-proxy`).
+    pub advertised_host: Option<String>,
     /// Where the plan came from, so a key reload can read it again.
     pub source: PlanSource,
 }
@@ -211,6 +214,33 @@ pub struct ProviderPlan {
     pub models: Option<Vec<String>>,
     /// Token budget of this provider.
     pub budget: Option<crate::config::policy::BudgetPlan>,
+    /// The upstream host is sensitive (`redact_upstream_host`, AWF's
+    /// `AWF_SENSITIVE_OPENAI_TARGET`): shown as `[REDACTED]` in logs, `--check`, `/reflect`
+    /// and error messages.
+    pub redact_upstream_host: bool,
+}
+
+/// What a sensitive upstream host is shown as (the Node sidecar's placeholder).
+pub const REDACTED_HOST: &str = "[REDACTED]";
+
+impl ProviderPlan {
+    /// The upstream host as logs and answers may show it.
+    pub fn shown_host(&self) -> &str {
+        if self.redact_upstream_host {
+            REDACTED_HOST
+        } else {
+            &self.host
+        }
+    }
+
+    /// `https://HOST[:PORT]BASE` as logs and answers may show it.
+    pub fn shown_upstream(&self) -> String {
+        let port = match self.port {
+            443 => String::new(),
+            p => format!(":{p}"),
+        };
+        format!("https://{}{port}{}", self.shown_host(), self.base_path)
+    }
 }
 
 /// Per-provider limits over sliding windows (each optional).
@@ -261,6 +291,7 @@ const TOP_KEYS: &[&str] = &[
     "observability",
     "callers",
     "providers",
+    "advertised_host",
 ];
 const ADMIN_KEYS: &[&str] = &[
     "listen",
@@ -283,6 +314,7 @@ const PROVIDER_KEYS: &[&str] = &[
     "aws",
     "google",
     "azure",
+    "redact_upstream_host",
 ];
 
 impl Plan {
@@ -380,6 +412,10 @@ fn build(
             }
         }
     }
+    let advertised_host = top.get("advertised_host").and_then(|n| {
+        let s = n.string(errors)?;
+        advertised_host(s).map_err(|m| errors.push(&n.path, m)).ok()
+    });
     check_unique_listeners(admin_listen, &providers, errors);
     choose_egress(&mut providers, upstream_proxy.as_ref(), lookup, errors);
 
@@ -392,8 +428,32 @@ fn build(
         observability: observability?,
         providers,
         callers,
+        advertised_host,
         source: PlanSource::Text(text.to_owned()),
     })
+}
+
+/// `advertised_host:` a DNS name or IP address (IPv6 in brackets) that makes `http://HOST:PORT`.
+fn advertised_host(text: &str) -> Result<String, String> {
+    let ipv6 = text.starts_with('[')
+        && text.ends_with(']')
+        && text[1..text.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok();
+    let name = !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ipv6 || name {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a host name or IP address; write e.g. `api-proxy` or `172.30.0.30` (no scheme, no port)"
+        ))
+    }
 }
 
 fn parse_addr(text: &str, path: &str, errors: &mut Errors) -> Option<SocketAddr> {

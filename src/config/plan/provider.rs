@@ -33,6 +33,10 @@ pub(super) fn provider(
     let budget = map
         .get("budget")
         .and_then(|n| crate::config::policy::budget_plan(&n, errors));
+    let redact_upstream_host = map
+        .get("redact_upstream_host")
+        .and_then(|n| n.boolean(errors))
+        .unwrap_or(false);
     let (auth_header, auth_prefix) = auth?;
     let (key_ref, credential, cloud) =
         match source(&map, preset, region.as_deref(), lookup, &node.path, errors)? {
@@ -50,6 +54,9 @@ pub(super) fn provider(
             Source::Cloud(key_ref, c, plan) => (key_ref, c, plan.map(|p| *p)),
         };
     let (origin, host, port, base_path) = upstream?;
+    let mut extras = preset.map(|p| p.extras).unwrap_or_default();
+    // `x-initiator` only towards GitHub Copilot's own hosts, as the Node sidecar (§4).
+    extras.copilot_initiator &= presets::is_copilot_host(&host);
     Some(ProviderPlan {
         name: name.to_owned(),
         preset: preset.map(|p| p.name),
@@ -63,13 +70,14 @@ pub(super) fn provider(
         credential,
         region,
         cloud,
-        extras: preset.map(|p| p.extras).unwrap_or_default(),
+        extras,
         proxy: None,
         proxy_source: "none",
         rate_limit,
         allow,
         models,
         budget,
+        redact_upstream_host,
     })
 }
 
