@@ -698,7 +698,7 @@ fn cloud_config_errors_name_what_to_change() {
         "openai.azure.com",
     );
     check(
-        "providers:\n  vertex: {google: {workload_identity_provider: 'projects/1'}}\n",
+        "providers:\n  vertex: {google: {workload_identity_provider: 'locations/global/pools/1'}}\n",
         "providers.vertex.google.workload_identity_provider",
         "//iam.googleapis.com/",
     );

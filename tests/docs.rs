@@ -111,6 +111,9 @@ fn exposition() -> Exposition {
             total: 0,
         },
     );
+    // Cloud credential series appear with a cloud provider's first refresh.
+    m.credential_refresh("docs", "ok");
+    m.credential_expiry("docs", None);
     let text = m.encode();
     let mut e = Exposition {
         types: BTreeMap::new(),

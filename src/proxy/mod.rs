@@ -457,11 +457,11 @@ fn log_upstream_auth_error(route: &Route, info: &RequestInfo, status: u16) {
         status,
         upstream_host = &*route.upstream_host,
         message = format!(
-            "upstream returned {status}: check that the {} for {provider} is valid and correctly formatted (a 400 may also be a malformed request)",
+            "upstream returned {status}: check that the {} is valid and correctly formatted (a 400 may also be a malformed request)",
             match (&route.provider.key_ref, &route.provider.cloud) {
-                (Some(r), _) => format!("API key ({r})"),
-                (None, Some(c)) => format!("{} credential and its cloud permissions", c.kind()),
-                (None, None) => "credential".to_owned(),
+                (Some(r), _) => format!("API key for {provider} ({r})"),
+                (None, Some(c)) => format!("{} credential of {provider} (and its cloud permissions)", c.kind()),
+                (None, None) => format!("credential of {provider}"),
             }
         ),
     );
