@@ -489,3 +489,74 @@ async fn streamed_chat_gets_include_usage_while_usage_is_read() {
     assert_eq!(off.mock.requests()[0].body, streamed.as_bytes());
     let _ = std::fs::remove_file(&usage);
 }
+
+/// A plain (non-streamed) JSON answer read to its end by the client is `completed` in the
+/// `request_complete` line and in `keyproxy_stream_outcomes_total`, whichever protocol the
+/// upstream speaks; and the proxy does not reset the upstream's h2 stream after its last byte.
+async fn plain_json_completes(alpn: mock_upstream::Alpn, id: &str) {
+    let cfg = MockConfig {
+        alpn,
+        end_stream_gap: Duration::from_millis(30),
+        ..MockConfig::default()
+    };
+    let h = Harness::start(cfg, "").await;
+    for i in 0..3 {
+        let mut req = post(h.openai(), "/v1/chat/completions", CHAT);
+        req.headers_mut()
+            .insert("x-request-id", format!("{id}-{i}").parse().unwrap());
+        let answer = send(req).await;
+        assert_eq!(answer.status, 200);
+        assert!(answer.text().contains(&mock_upstream::expected_text(1)));
+    }
+    let series = r#"keyproxy_stream_outcomes_total{provider="openai",outcome="completed"}"#;
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = metrics_text(h.admin).await;
+        if metric_value(&text, series) >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric_value(&text, series), 3.0, "{text}");
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"keyproxy_stream_outcomes_total{provider="openai",outcome="client_closed"}"#
+        ),
+        0.0,
+        "{text}"
+    );
+    let logs = logs();
+    for i in 0..3 {
+        let rid = format!("\"request_id\":\"{id}-{i}\"");
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&rid) && l.contains("request_complete"))
+            .unwrap_or_else(|| panic!("no request_complete for {rid}"));
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(line["outcome"], "completed", "{line}");
+    }
+    if alpn == mock_upstream::Alpn::Http2Only {
+        // (Over http/1.1 hyper drops the mock's body at its content-length, before its end.)
+        assert_eq!(
+            h.mock.cancelled_streams(),
+            0,
+            "the mock's END_STREAM was not read"
+        );
+    }
+    assert_eq!(
+        h.mock.client_resets(),
+        0,
+        "the proxy reset a finished h2 stream"
+    );
+}
+
+#[tokio::test]
+async fn plain_json_over_h2_is_completed() {
+    plain_json_completes(mock_upstream::Alpn::Http2Only, "plain-h2").await;
+}
+
+#[tokio::test]
+async fn plain_json_over_h1_is_completed() {
+    plain_json_completes(mock_upstream::Alpn::Http1Only, "plain-h1").await;
+}

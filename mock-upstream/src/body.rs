@@ -55,10 +55,19 @@ pub(crate) struct MockBody {
 }
 
 impl MockBody {
-    /// A body of one frame (or none, when `data` is empty).
+    /// A body of one frame (or none, when `data` is empty); with
+    /// [`crate::MockConfig::end_stream_gap`], the end follows the frame after that gap.
     pub(crate) fn full(shared: &Arc<Shared>, data: impl Into<Bytes>) -> MockBody {
         let data: Bytes = data.into();
         let done = data.is_empty();
+        let gap = shared.cfg.end_stream_gap;
+        if !done && !gap.is_zero() {
+            let size = Some(data.len() as u64);
+            return MockBody::paced(shared, gap, size, move |i| match i {
+                0 => Step::Data(data.clone()),
+                _ => Step::End,
+            });
+        }
         MockBody {
             kind: Kind::Full((!done).then_some(data)),
             done,

@@ -42,6 +42,10 @@ impl Head {
         self.kind == SETTINGS && self.flags & END_STREAM_OR_ACK == 0
     }
 
+    pub(crate) fn is_rst_stream(&self) -> bool {
+        self.kind == RST_STREAM
+    }
+
     pub(crate) fn is_settings_ack(&self) -> bool {
         self.kind == SETTINGS && self.flags & END_STREAM_OR_ACK != 0
     }

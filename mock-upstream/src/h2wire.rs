@@ -346,6 +346,9 @@ impl H2Wire {
                     self.rpos += HEAD_LEN; // the ACK of an injected SETTINGS: h2 never sent it
                     continue;
                 }
+                if head.is_rst_stream() {
+                    self.shared.add_client_reset();
+                }
                 self.streams.client_frame(&head);
                 self.shared.note_streams(self.streams.len());
                 self.account();

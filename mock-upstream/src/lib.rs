@@ -10,7 +10,8 @@
 //! [`MockUpstream::refuse_streams`], [`MockUpstream::set_h2_max_concurrent_streams`] (a new
 //! SETTINGS frame mid-connection, src/faultio.rs) and [`MockUpstream::set_handshake_delay`];
 //! what the client did: [`MockUpstream::handshakes`], [`MockUpstream::open_connections`],
-//! [`MockUpstream::peak_streams_per_connection`], [`MockUpstream::cancelled_streams`].
+//! [`MockUpstream::peak_streams_per_connection`], [`MockUpstream::cancelled_streams`],
+//! [`MockUpstream::client_resets`].
 //!
 //! # Cloud providers and their token services
 //!
@@ -141,6 +142,10 @@ pub struct MockConfig {
     /// The static AWS access key id Bedrock accepts besides live STS-issued ones; None: any
     /// key id of AWS's shape (16-128 of `A-Z0-9`).
     pub aws_access_key_id: Option<String>,
+    /// When non-zero, one-frame (non-streamed) bodies end the way many CDN-fronted providers
+    /// end them: the data, then this long after it an empty DATA frame with END_STREAM
+    /// (http/1.1: the body is simply complete at its `content-length`).
+    pub end_stream_gap: Duration,
 }
 
 /// The default [`MockConfig::h2_max_concurrent_streams`]: enough for benches to hold
@@ -176,6 +181,7 @@ impl Default for MockConfig {
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             oidc_request_token: None,
             aws_access_key_id: None,
+            end_stream_gap: Duration::ZERO,
         }
     }
 }
@@ -208,6 +214,8 @@ pub(crate) struct Shared {
     records: Mutex<Vec<Recorded>>,
     handshakes: AtomicUsize,
     cancelled: AtomicUsize,
+    /// RST_STREAM frames the client sent.
+    client_resets: AtomicUsize,
     changed: Notify,
     ids: AtomicU64,
     /// Bumped by [`MockUpstream::goaway`]: every open connection shuts down gracefully.
@@ -237,6 +245,7 @@ impl Shared {
             records: Mutex::new(Vec::new()),
             handshakes: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
+            client_resets: AtomicUsize::new(0),
             changed: Notify::new(),
             ids: AtomicU64::new(0),
             goaway: tokio::sync::watch::channel(0).0,
@@ -304,6 +313,11 @@ impl Shared {
 
     pub(crate) fn add_cancelled(&self) {
         self.cancelled.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn add_client_reset(&self) {
+        self.client_resets.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 
@@ -389,12 +403,13 @@ impl MockUpstream {
         self.shared.records().clone()
     }
 
-    /// Forgets recorded requests and resets the handshake, cancellation, refused-stream and
-    /// peak-stream counters.
+    /// Forgets recorded requests and resets the handshake, cancellation, client-reset,
+    /// refused-stream and peak-stream counters.
     pub fn clear(&self) {
         self.shared.records().clear();
         self.shared.handshakes.store(0, Ordering::SeqCst);
         self.shared.cancelled.store(0, Ordering::SeqCst);
+        self.shared.client_resets.store(0, Ordering::SeqCst);
         self.shared.refused.store(0, Ordering::SeqCst);
         self.reset_peak_streams();
         self.shared.changed.notify_waiters();
@@ -486,6 +501,12 @@ impl MockUpstream {
     /// finished them.
     pub fn cancelled_streams(&self) -> usize {
         self.shared.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// RST_STREAM frames received from clients on h2 connections (any stream, any reason):
+    /// e.g. a client that resets streams it already read to their end shows here.
+    pub fn client_resets(&self) -> usize {
+        self.shared.client_resets.load(Ordering::SeqCst)
     }
 
     /// Waits until `cancelled_streams() >= n`; false on timeout.

@@ -113,7 +113,7 @@ async fn forward(
     // WebSocket upgrades (docs/design.md §5.7) are tunnelled, not proxied request by request.
     if admitted.websocket {
         return match websocket::open(route, req, &admitted.target, info, active).await? {
-            websocket::Opened::Switched(resp) => Ok(resp),
+            websocket::Opened::Switched(resp) => Ok(*resp),
             websocket::Opened::Refused(resp, active) => {
                 let ttfb = info.start.elapsed();
                 let resp = resp.map(UpstreamBody::from);

@@ -87,8 +87,9 @@ pub fn requested(req: &Request<Incoming>) -> Result<bool, ProxyError> {
 
 /// How the upstream answered the upgrade.
 pub(crate) enum Opened {
-    /// 101: the tunnel runs in its own task; this is the client's 101.
-    Switched(Response<ProxyBody>),
+    /// 101: the tunnel runs in its own task; this is the client's 101 (boxed: the response
+    /// body type is large, and upgrades are rare).
+    Switched(Box<Response<ProxyBody>>),
     /// Anything else: answered to the client as a normal response.
     Refused(Response<Incoming>, Active),
 }
@@ -138,10 +139,10 @@ pub(crate) async fn open(
         _active: active,
     };
     tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade, shutdown));
-    Ok(Opened::Switched(Response::from_parts(
+    Ok(Opened::Switched(Box::new(Response::from_parts(
         parts,
         ProxyBody::Full(None),
-    )))
+    ))))
 }
 
 /// The upgrade as the upstream sees it: the same header rules and key as any request.

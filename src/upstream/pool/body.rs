@@ -1,17 +1,17 @@
 //! Bodies on upstream connections: the request body written to an HTTP/2 stream (`Pump`),
 //! kept for one resend until the response starts (`Replay`), and the response body handed to
-//! the request path (`UpstreamBody`), which gives its slot back when it ends.
+//! the request path (`UpstreamBody`; over HTTP/2 an `H2Body`, src/upstream/pool/recv.rs).
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use h2::{Reason, RecvStream, SendStream};
+use h2::{Reason, SendStream};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::h1::Recycle;
-use super::Slot;
+use super::recv::H2Body;
 use crate::upstream::body::{BoxError, RequestBody};
 
 /// Request bodies up to this size are kept (as shared `Bytes`, no copy) until the response
@@ -209,12 +209,8 @@ impl Pump {
 
 /// A response body from the upstream, passed on frame by frame.
 pub enum UpstreamBody {
-    /// An HTTP/2 stream; its slot is given back when this is dropped.
-    H2 {
-        recv: RecvStream,
-        data_done: bool,
-        _slot: Slot,
-    },
+    /// An HTTP/2 stream; its slot is given back when the stream is done.
+    H2(H2Body),
     /// An HTTP/1.1 exchange; the connection goes back to the pool when the body ends.
     H1 {
         body: Incoming,
@@ -222,16 +218,6 @@ pub enum UpstreamBody {
     },
     /// A body on a dedicated connection (a refused WebSocket upgrade).
     Plain(Incoming),
-}
-
-impl UpstreamBody {
-    pub(super) fn h2(recv: RecvStream, slot: Slot) -> UpstreamBody {
-        UpstreamBody::H2 {
-            recv,
-            data_done: false,
-            _slot: slot,
-        }
-    }
 }
 
 impl From<Incoming> for UpstreamBody {
@@ -249,26 +235,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::H2 {
-                recv, data_done, ..
-            } => {
-                if !*data_done {
-                    match ready!(recv.poll_data(cx)) {
-                        Some(Ok(data)) => {
-                            // Handed on at once: the window reopens as the client reads.
-                            let _ = recv.flow_control().release_capacity(data.len());
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
-                        }
-                        Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
-                        None => *data_done = true,
-                    }
-                }
-                match ready!(recv.poll_trailers(cx)) {
-                    Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
-                    Ok(None) => Poll::Ready(None),
-                    Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
-                }
-            }
+            UpstreamBody::H2(body) => Pin::new(body).poll_frame(cx),
             UpstreamBody::H1 { body, recycle } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 match &frame {
@@ -287,14 +254,14 @@ impl Body for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::H2 { recv, .. } => recv.is_end_stream(),
+            UpstreamBody::H2(body) => body.is_end_stream(),
             UpstreamBody::H1 { body, .. } | UpstreamBody::Plain(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::H2 { .. } => SizeHint::default(),
+            UpstreamBody::H2(body) => body.size_hint(),
             UpstreamBody::H1 { body, .. } | UpstreamBody::Plain(body) => body.size_hint(),
         }
     }

@@ -13,6 +13,7 @@ use http::{Request, Response, Version};
 use tokio::time::Instant;
 
 use super::body::{Pump, Replay, UpstreamBody};
+use super::recv::H2Body;
 use super::{Pool, Slot};
 use crate::upstream::{ConnectError, TlsConn};
 
@@ -208,6 +209,7 @@ pub(super) async fn send(
         Ok(s) => s,
         Err(e) => return Err((Failure::Unsent(e.to_string()), body)),
     };
+    let head_request = head.method() == http::Method::HEAD;
     let end = http_body::Body::is_end_stream(&body);
     let (mut response, stream) = match send.send_request(head, end) {
         Ok(pair) => pair,
@@ -229,7 +231,8 @@ pub(super) async fn send(
                 tokio::spawn(pump.finish());
             }
             let (parts, recv) = resp.into_parts();
-            Ok(Response::from_parts(parts, UpstreamBody::h2(recv, slot)))
+            let body = H2Body::new(recv, slot, head_request, &parts);
+            Ok(Response::from_parts(parts, UpstreamBody::H2(body)))
         }
         Err(e) => {
             let failure = classify(&e);

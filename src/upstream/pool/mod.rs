@@ -21,6 +21,7 @@
 mod body;
 mod h1;
 mod h2;
+mod recv;
 
 pub use body::UpstreamBody;
 
