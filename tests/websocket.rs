@@ -61,6 +61,12 @@ async fn send_frame(s: &mut TcpStream, opcode: u8, payload: &[u8]) {
 }
 
 async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let (b0, p) = read_raw_frame(s).await;
+    (b0 & 0x0f, p)
+}
+
+/// One server frame: its first byte (FIN, RSV, opcode) and payload.
+async fn read_raw_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut h = [0u8; 2];
     tokio::time::timeout(T, s.read_exact(&mut h))
         .await
@@ -74,7 +80,7 @@ async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
     };
     let mut p = vec![0u8; len];
     s.read_exact(&mut p).await.unwrap();
-    (h[0] & 0x0f, p)
+    (h[0], p)
 }
 
 #[tokio::test]
@@ -239,4 +245,158 @@ async fn through_squid() {
         up[0].header_all("authorization"),
         vec![format!("Bearer {CANARY}")]
     );
+}
+
+/// Reads frames until a whole text message (fragments put together, control frames between
+/// them skipped) contains `needle`; returns it.
+async fn read_message_with(s: &mut TcpStream, needle: &str) -> String {
+    let mut message = Vec::new();
+    loop {
+        let (b0, p) = read_raw_frame(s).await;
+        let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0f);
+        if opcode & 0x08 != 0 {
+            continue;
+        }
+        if opcode != 0 {
+            message.clear();
+        }
+        message.extend_from_slice(&p);
+        if fin {
+            let text = String::from_utf8(std::mem::take(&mut message)).unwrap();
+            if text.contains(needle) {
+                return text;
+            }
+        }
+    }
+}
+
+/// Codex's transport: the Responses API over WebSocket. The `response.completed` usage the
+/// upstream sends (fragmented, a ping between, written in uneven pieces) reaches the client
+/// unchanged, and is counted: tokens metric, usage file, the tunnel's `request_complete` line
+/// (model and tokens) and the provider budget, which then refuses the next request.
+#[tokio::test]
+async fn responses_over_websocket_usage_is_counted_and_charged() {
+    let dir = std::env::temp_dir().join(format!("kp-ws-usage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let usage_path = dir.join("usage.jsonl");
+    let up = usage_path.clone();
+    let mut h = Harness::start_with(MockConfig::default(), move |m| {
+        format!(
+            "observability: {{token_usage: true, usage_file: '{}'}}
+providers:
+  openai: {{listen: 127.0.0.1:0, api_key: env:KP_TEST_KEY, upstream_address: '{m}', budget: {{tokens_total: 10}}}}
+",
+            up.display()
+        )
+    })
+    .await;
+    let mut s = TcpStream::connect(h.providers[0]).await.unwrap();
+    let request = "GET /v1/responses HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n\
+        Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+        X-Request-ID: ws-usage-1\r\nAuthorization: Bearer client\r\n\r\n";
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(T, s.read_exact(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+
+    let create = r#"{"type":"response.create","model":"gpt-5-codex","input":"hi"}"#;
+    send_frame(&mut s, 1, create.as_bytes()).await;
+    let done = read_message_with(&mut s, "response.completed").await;
+    let v: serde_json::Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(
+        v["response"]["usage"]["output_tokens"], 5,
+        "passed unchanged"
+    );
+    assert_eq!(
+        v["response"]["output"][0]["content"][0]["text"],
+        mock_upstream::expected_text(2)
+    );
+    send_frame(&mut s, 8, &[0x03, 0xe8]).await;
+    while read_frame(&mut s).await.0 != 8 {}
+    drop(s);
+
+    let rec = h.mock.requests().pop().unwrap();
+    assert_eq!(
+        rec.header("sec-websocket-extensions"),
+        None,
+        "the deflate offer is not forwarded while usage is read"
+    );
+
+    // The tunnel's line, once it has ended.
+    let mut line = None;
+    for _ in 0..200 {
+        line = logs()
+            .lines()
+            .find(|l| l.contains("\"request_id\":\"ws-usage-1\"") && l.contains("request_complete"))
+            .map(str::to_owned);
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line: serde_json::Value =
+        serde_json::from_str(&line.expect("no request_complete")).unwrap();
+    assert_eq!(line["websocket"], true);
+    assert_eq!(line["model"], "gpt-5-codex", "{line}");
+    assert_eq!(line["input_tokens"], 11, "{line}");
+    assert_eq!(line["output_tokens"], 5, "{line}");
+
+    let metrics = common::metrics_text(h.admin).await;
+    let tokens = |kind: &str| {
+        common::metric_value(
+            &metrics,
+            &format!(r#"keyproxy_tokens_total{{provider="openai",kind="{kind}"}}"#),
+        )
+    };
+    assert_eq!(
+        (tokens("input"), tokens("output")),
+        (11.0, 5.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        common::metric_value(
+            &metrics,
+            r#"keyproxy_budget_spent_tokens{scope="provider",name="openai",window="total"}"#
+        ),
+        16.0,
+        "{metrics}"
+    );
+
+    // 16 tokens spent of 10: the next request is refused.
+    let a = common::send(common::post(
+        h.providers[0],
+        "/v1/chat/completions",
+        r#"{"model":"gpt-5","messages":[]}"#,
+    ))
+    .await;
+    assert_eq!(a.status, 429);
+    assert_eq!(a.json()["error"]["type"], "budget_exhausted");
+
+    h.shutdown();
+    let task = h.task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let usage = std::fs::read_to_string(&usage_path).unwrap();
+    let u: serde_json::Value =
+        serde_json::from_str(usage.lines().find(|l| l.contains("ws-usage-1")).unwrap()).unwrap();
+    assert_eq!(
+        (u["input_tokens"].as_u64(), u["output_tokens"].as_u64()),
+        (Some(11), Some(5))
+    );
+    assert_eq!(u["model"], "gpt-5-codex");
+    assert_eq!(u["status"], 101);
+    assert_no_canary(&logs());
+    let _ = std::fs::remove_dir_all(&dir);
 }

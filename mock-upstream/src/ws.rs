@@ -1,6 +1,10 @@
 //! A WebSocket echo at `/v1/responses` and `/v1/realtime` (requests with `Upgrade: websocket`):
 //! the credential is checked like the OpenAI routes, the upgrade request is recorded, then text
 //! and binary frames are echoed, pings answered with pongs, and a close echoed before closing.
+//! A text message `{"type":"response.create",...}` is answered the way the Responses API over
+//! WebSocket answers (Codex): `response.created`, text deltas, then `response.completed` with
+//! usage (11 input, 5 output tokens), that last one fragmented, with a ping between the
+//! fragments, and everything written in uneven pieces so readers see frames split anywhere.
 
 use std::sync::Arc;
 
@@ -110,6 +114,12 @@ async fn echo(io: Upgraded) -> std::io::Result<()> {
             }
         }
         match opcode {
+            1 if payload.windows(17).any(|w| w == b"\"response.create\"") => {
+                for piece in responses_answer(&payload).chunks(37) {
+                    io.write_all(piece).await?;
+                    io.flush().await?;
+                }
+            }
             0..=2 => io.write_all(&frame(b0, &payload)).await?,
             9 => io.write_all(&frame(0x80 | 0xA, &payload)).await?,
             0xA => {}
@@ -122,6 +132,40 @@ async fn echo(io: Upgraded) -> std::io::Result<()> {
         }
         io.flush().await?;
     }
+}
+
+/// The frames answering a `response.create` (see the module docs).
+fn responses_answer(request: &[u8]) -> Vec<u8> {
+    let model = serde_json::from_slice::<serde_json::Value>(request)
+        .ok()
+        .and_then(|v| {
+            v.get("model")
+                .or_else(|| v.get("response").and_then(|r| r.get("model")))
+                .and_then(|m| m.as_str().map(str::to_owned))
+        })
+        .unwrap_or_else(|| "gpt-5-codex".to_owned());
+    let created = serde_json::json!({"type": "response.created", "response": {"id": "resp_ws", "model": model, "status": "in_progress"}});
+    let mut out = frame(0x81, created.to_string().as_bytes());
+    for i in 0..2 {
+        let delta = serde_json::json!({"type": "response.output_text.delta", "delta": crate::chunk_text(i)});
+        out.extend(frame(0x81, delta.to_string().as_bytes()));
+    }
+    let completed = serde_json::json!({
+        "type": "response.completed",
+        "response": {
+            "id": "resp_ws", "model": model, "status": "completed",
+            "output": [{"type": "message", "content": [{"type": "output_text", "text": crate::expected_text(2)}]}],
+            "usage": {"input_tokens": 11, "output_tokens": 5, "total_tokens": 16},
+        }
+    })
+    .to_string();
+    let (a, rest) = completed.as_bytes().split_at(30);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    out.extend(frame(0x01, a));
+    out.extend(frame(0x89, b"mock"));
+    out.extend(frame(0x00, b));
+    out.extend(frame(0x80, c));
+    out
 }
 
 /// An unmasked server frame.

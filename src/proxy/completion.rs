@@ -91,19 +91,8 @@ struct End {
 impl Completion {
     fn finish(self, end: End, usage: Option<Usage>) {
         let caller = self.caller.and_then(|i| self.route.callers.get(i));
-        if let Some(u) = usage.as_ref().filter(|u| u.has_tokens()) {
-            self.route.metrics.tokens(u.counts());
-            // Budgets count input + output tokens.
-            let spent = u.input.unwrap_or(0) + u.output.unwrap_or(0);
-            let metrics = &self.route.registry;
-            if let Some(b) = &self.route.budget {
-                b.charge(spent);
-                metrics.budget_spent("provider", &self.route.provider.name, b.spent());
-            }
-            if let Some((c, b)) = caller.and_then(|c| c.budget.as_ref().map(|b| (c, b))) {
-                b.charge(spent);
-                metrics.budget_spent("caller", &c.name, b.spent());
-            }
+        if let Some(u) = &usage {
+            charge(&self.route, self.caller, u);
         }
         let caller_name = caller.map(|c| c.name.as_str());
         let request_bytes = self.stats.bytes.load(Ordering::Relaxed);
@@ -137,28 +126,79 @@ impl Completion {
         };
         let warn = matches!(end.outcome, Outcome::UpstreamAborted | Outcome::IdleTimeout);
         line.log(warn);
-        if let Some(log) = &self.route.usage_log {
-            let unix_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let line = serde_json::json!({
-                "unix_ms": unix_ms,
-                "request_id": request_id,
-                "provider": &*self.route.provider_name,
-                "caller": caller_name,
-                "model": model,
-                "input_tokens": tokens[0],
-                "output_tokens": tokens[1],
-                "cache_read_tokens": tokens[2],
-                "cache_write_tokens": tokens[3],
-                "status": self.status,
-                "duration_ms": duration_ms,
-                "streamed": self.streamed,
-                "outcome": outcome,
-            });
-            log.record(line.to_string());
-        }
+        record_usage(
+            &self.route,
+            &UsageRecord {
+                request_id,
+                caller: caller_name,
+                model,
+                tokens,
+                status: self.status,
+                duration_ms,
+                streamed: self.streamed,
+                outcome,
+            },
+        );
     }
+}
+
+/// Counts the tokens of one response in the metrics and charges them to the provider's and
+/// the caller's budgets (input + output tokens).
+pub(crate) fn charge(route: &Route, caller: Option<usize>, u: &Usage) {
+    if !u.has_tokens() {
+        return;
+    }
+    route.metrics.tokens(u.counts());
+    let spent = u.input.unwrap_or(0) + u.output.unwrap_or(0);
+    let metrics = &route.registry;
+    if let Some(b) = &route.budget {
+        b.charge(spent);
+        metrics.budget_spent("provider", &route.provider.name, b.spent());
+    }
+    let caller = caller.and_then(|i| route.callers.get(i));
+    if let Some((c, b)) = caller.and_then(|c| c.budget.as_ref().map(|b| (c, b))) {
+        b.charge(spent);
+        metrics.budget_spent("caller", &c.name, b.spent());
+    }
+}
+
+/// One line of the usage file.
+pub(crate) struct UsageRecord<'a> {
+    pub request_id: &'a str,
+    pub caller: Option<&'a str>,
+    pub model: Option<&'a str>,
+    /// input, output, cache read, cache write.
+    pub tokens: [Option<u64>; 4],
+    pub status: u16,
+    pub duration_ms: f64,
+    pub streamed: bool,
+    pub outcome: &'a str,
+}
+
+/// Appends `r` to the usage file, when one is configured.
+pub(crate) fn record_usage(route: &Route, r: &UsageRecord<'_>) {
+    let Some(log) = &route.usage_log else {
+        return;
+    };
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let line = serde_json::json!({
+        "unix_ms": unix_ms,
+        "request_id": r.request_id,
+        "provider": &*route.provider_name,
+        "caller": r.caller,
+        "model": r.model,
+        "input_tokens": r.tokens[0],
+        "output_tokens": r.tokens[1],
+        "cache_read_tokens": r.tokens[2],
+        "cache_write_tokens": r.tokens[3],
+        "status": r.status,
+        "duration_ms": r.duration_ms,
+        "streamed": r.streamed,
+        "outcome": r.outcome,
+    });
+    log.record(line.to_string());
 }
 
 /// Counts a finished request (or tunnel) in the provider's metrics.

@@ -112,7 +112,9 @@ async fn forward(
     let admitted = admit(route, &req)?;
     // WebSocket upgrades (docs/design.md §5.7) are tunnelled, not proxied request by request.
     if admitted.websocket {
-        return match websocket::open(route, req, &admitted.target, info, active).await? {
+        return match websocket::open(route, req, &admitted.target, info, active, admitted.caller)
+            .await?
+        {
             websocket::Opened::Switched(resp) => Ok(*resp),
             websocket::Opened::Refused(resp, active) => {
                 let ttfb = info.start.elapsed();

@@ -5,8 +5,16 @@
 //! HTTP/1.1-only upstream connection. On `101` both upgraded connections are joined with
 //! `copy_bidirectional` until either side closes or the proxy shuts down. Any other `Upgrade`
 //! is refused with 400. A non-101 answer is passed back as a normal response.
+//!
+//! With `observability.token_usage`, what the upstream sends is read as it passes
+//! (`telemetry::ws_usage`): each `response.completed` event is counted and charged to the
+//! budgets at once, and the tunnel's `request_complete` line carries the model and the summed
+//! tokens. The client's `permessage-deflate` offer is then not forwarded, so frames stay
+//! readable (they are uncompressed JSON either way).
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,6 +24,7 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use crate::policy::access::Target;
@@ -23,6 +32,8 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers;
 use crate::proxy::{Active, RequestInfo, Route};
+use crate::telemetry::usage::Usage;
+use crate::telemetry::ws_usage::WsUsageTap;
 
 /// Put in every request's extensions by the listener: tells a tunnel when to end.
 #[derive(Clone)]
@@ -108,6 +119,7 @@ pub(crate) async fn open(
     target: &Target,
     info: &RequestInfo,
     active: Active,
+    caller: Option<usize>,
 ) -> Result<Opened, ProxyError> {
     let shutdown = req.extensions_mut().remove::<Shutdown>();
     let client_upgrade = hyper::upgrade::on(&mut req);
@@ -136,6 +148,8 @@ pub(crate) async fn open(
         method: info.method.clone(),
         path: info.path.clone(),
         start: info.start,
+        caller,
+        totals: Arc::default(),
         _active: active,
     };
     tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade, shutdown));
@@ -154,6 +168,10 @@ fn upgrade_request(
 ) -> Result<Request<Empty<Bytes>>, ProxyError> {
     let provider = &route.provider;
     headers::to_upstream(&mut headers, provider, &route.key.get(), &info.request_id);
+    if route.token_usage {
+        // Compressed frames could not be read for usage: the upstream is not offered it.
+        headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     let authority = provider.origin.authority().map_or("", |a| a.as_str());
@@ -206,8 +224,100 @@ struct Tunnel {
     method: Method,
     path: String,
     start: Instant,
+    /// Index into `route.callers`, when callers are configured.
+    caller: Option<usize>,
+    totals: Arc<Mutex<Totals>>,
     _active: Active,
     _open: Active,
+}
+
+/// Usage read from a tunnel so far: every `response.completed` summed, the last model.
+#[derive(Default)]
+struct Totals {
+    model: Option<String>,
+    tokens: [Option<u64>; 4],
+    /// Text messages that passed unread (over the size cap, or compressed).
+    unread: u64,
+}
+
+impl Totals {
+    fn add(&mut self, u: Usage) {
+        let counts = [u.input, u.output, u.cache_read, u.cache_write];
+        for (total, n) in self.tokens.iter_mut().zip(counts) {
+            if let Some(n) = n {
+                *total = Some(total.unwrap_or(0) + n);
+            }
+        }
+        if u.model.is_some() {
+            self.model = u.model;
+        }
+    }
+}
+
+/// The upstream side of a tunnel with the usage tap on what it sends: bytes are passed on as
+/// read, the tap only looks at them.
+struct Tapped<T> {
+    io: T,
+    tap: WsUsageTap,
+    route: Arc<Route>,
+    caller: Option<usize>,
+    totals: Arc<Mutex<Totals>>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tapped<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        let unread = this.tap.unread;
+        let (route, caller, totals) = (&this.route, this.caller, &this.totals);
+        this.tap.observe(&buf.filled()[before..], &mut |u| {
+            super::completion::charge(route, caller, &u);
+            if let Ok(mut t) = totals.lock() {
+                t.add(u);
+            }
+        });
+        if this.tap.unread != unread {
+            if let Ok(mut t) = totals.lock() {
+                t.unread = this.tap.unread;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tapped<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 impl Tunnel {
@@ -222,10 +332,21 @@ impl Tunnel {
             let (client, upstream) =
                 tokio::try_join!(client, upstream).map_err(|_| "upgrade_failed")?;
             let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            tokio::io::copy_bidirectional(&mut client, &mut upstream)
-                .await
-                .map_err(|_| "aborted")
+            let upstream = TokioIo::new(upstream);
+            if self.route.token_usage {
+                let mut upstream = Tapped {
+                    io: upstream,
+                    tap: WsUsageTap::new(),
+                    route: self.route.clone(),
+                    caller: self.caller,
+                    totals: self.totals.clone(),
+                };
+                tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+            } else {
+                let mut upstream = upstream;
+                tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+            }
+            .map_err(|_| "aborted")
         };
         let stop = async {
             match shutdown {
@@ -247,13 +368,27 @@ impl Tunnel {
         };
         let route = &self.route;
         super::completion::count(route, 101, outcome, self.start, sent, received);
+        let totals = self
+            .totals
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        if totals.unread > 0 {
+            route.metrics.unparsed.inc_by(totals.unread);
+        }
+        let caller = self
+            .caller
+            .and_then(|i| route.callers.get(i))
+            .map(|c| c.name.as_str());
+        let duration_ms = (self.start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        let request_id = self.request_id.to_str().unwrap_or("");
         super::completion::Line {
             route,
-            request_id: self.request_id.to_str().unwrap_or(""),
+            request_id,
             method: self.method.as_str(),
             path: self.path.as_str(),
             status: 101,
-            duration_ms: (self.start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            duration_ms,
             ttfb_ms: None,
             request_bytes: sent,
             response_bytes: received,
@@ -261,10 +396,25 @@ impl Tunnel {
             outcome,
             streamed: None,
             websocket: Some(true),
-            caller: None,
-            model: None,
-            tokens: [None; 4],
+            caller,
+            model: totals.model.as_deref(),
+            tokens: totals.tokens,
         }
         .log(false);
+        if totals.tokens.iter().any(Option::is_some) {
+            super::completion::record_usage(
+                route,
+                &super::completion::UsageRecord {
+                    request_id,
+                    caller,
+                    model: totals.model.as_deref(),
+                    tokens: totals.tokens,
+                    status: 101,
+                    duration_ms,
+                    streamed: true,
+                    outcome,
+                },
+            );
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! What the proxy tells its operators: the metrics registry, JSON log lines and their batched
-//! writer, token usage read from responses, and the usage file.
+//! writer, token usage read from responses (and from WebSocket frames), and the usage file.
 
 pub mod awf_metrics;
 pub mod eventstream;
@@ -9,3 +9,4 @@ pub mod logsink;
 pub mod metrics;
 pub mod usage;
 pub mod usage_file;
+pub mod ws_usage;
