@@ -587,3 +587,67 @@ fn bad_options_are_all_listed() {
         .unwrap()
         .contains("--inline-keys"));
 }
+
+/// True when the installed docker-compose knows inline `configs.content` (v2.23.1 or newer).
+fn compose_has_inline_configs() -> bool {
+    let Ok(out) = Command::new("docker-compose")
+        .args(["version", "--short"])
+        .output()
+    else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u32> = text
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    v.as_slice() >= [2, 23, 1].as_slice()
+}
+
+/// `--codex-config`: Codex (which reads no OPENAI_BASE_URL since April 2026) gets `openai_base_url`
+/// pointing at the openai listener, in its system config layer.
+#[test]
+fn codex_config_points_codex_at_the_proxy() {
+    let fragment = render(&["--codex-config"], &["OPENAI_API_KEY"]);
+    let doc: Value = serde_yaml_ng::from_str(&fragment).unwrap();
+    let content = s(get(&doc, "configs.awf-codex-config.content"));
+    let codex: toml::Table = toml::from_str(content).unwrap();
+    assert_eq!(
+        codex["openai_base_url"].as_str(),
+        Some("http://172.30.0.30:10000/v1")
+    );
+    let mount = &get(&doc, "services.agent.configs")[0];
+    assert_eq!(s(get(mount, "target")), "/etc/codex/config.toml");
+    assert_eq!(s(get(mount, "source")), "awf-codex-config");
+
+    let out = run(&["--codex-config"], &["ANTHROPIC_API_KEY"]);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "no openai route, nothing for Codex"
+    );
+
+    if !compose_has_inline_configs() {
+        common::note_skipped("docker-compose older than 2.23.1 (no inline configs)");
+        return;
+    }
+    let dir = root().join("target/compose-fragments");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("codex-config.yml");
+    std::fs::write(&file, &fragment).unwrap();
+    let out = Command::new("docker-compose")
+        .arg("-f")
+        .arg(root().join("tests/deploy/base.yml"))
+        .arg("-f")
+        .arg(&file)
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

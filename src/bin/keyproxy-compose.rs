@@ -61,6 +61,11 @@ struct Args {
     /// `NAME=VALUE` is refused.
     #[arg(long = "env", value_name = "NAME")]
     pass_env: Vec<String>,
+    /// Also give Codex its base URL (Codex releases since April 2026 read no OPENAI_BASE_URL): `openai_base_url`
+    /// in a compose config mounted at /etc/codex/config.toml in the agent. Needs Docker
+    /// Compose v2.23.1 or newer (inline `configs.content`; docker-compose 1.x refuses it).
+    #[arg(long)]
+    codex_config: bool,
     /// Never supported: keys are not written into the fragment. Refused with exit 64.
     #[arg(long)]
     inline_keys: bool,
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
         shutdown_timeout_ms: args.shutdown_timeout_ms,
         agent_service: args.agent_service,
         pass_env: args.pass_env,
+        codex_config: args.codex_config,
     };
     match compose::render(&opts, &env) {
         Ok(yaml) => {

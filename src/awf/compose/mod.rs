@@ -36,6 +36,12 @@ pub const GRACE_MARGIN_MS: u64 = 2000;
 /// `NO_PROXY` for the sidecar: the local health probe never goes through Squid.
 pub const LOCAL_NO_PROXY: &str = "localhost,127.0.0.1,::1";
 
+/// Where `--codex-config` mounts Codex's config: its system layer, read under the user's own
+/// `$CODEX_HOME/config.toml` (so nothing is written into the agent's home).
+pub const CODEX_SYSTEM_CONFIG: &str = "/etc/codex/config.toml";
+/// The compose config holding it.
+pub const CODEX_CONFIG_NAME: &str = "awf-codex-config";
+
 /// Healthcheck timing. AWF's values are interval 2s, timeout 3s, retries 15, start_period
 /// 30s; the interval is tighter here because the proxy is ready within milliseconds and the
 /// agent (`condition: service_healthy`) waits for the first passing probe.
@@ -174,6 +180,9 @@ pub struct Options {
     pub agent_service: String,
     /// More variables passed to the sidecar by name (e.g. `OPENAI_API_TARGET`).
     pub pass_env: Vec<String>,
+    /// Also give Codex its base URL in a config file (`codex_config`), as a compose config
+    /// with inline `content` (Docker Compose v2.23.1 or newer).
+    pub codex_config: bool,
 }
 
 impl Default for Options {
@@ -188,6 +197,7 @@ impl Default for Options {
             shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
             agent_service: DEFAULT_AGENT_SERVICE.to_owned(),
             pass_env: Vec::new(),
+            codex_config: false,
         }
     }
 }
@@ -360,6 +370,16 @@ pub fn configured(env: &dyn Fn(&str) -> Option<String>) -> Vec<&'static Route> {
         .collect()
 }
 
+/// Codex's config for the agent: the built-in OpenAI provider through the proxy. Codex reads
+/// no `OPENAI_BASE_URL` since April 2026 (openai/codex#16720); `openai_base_url` replaces it.
+pub fn codex_config(openai_base_url: &str) -> String {
+    format!(
+        "# Codex through llm-keyproxy (written by keyproxy-compose)\n\
+         openai_base_url = \"{}\"\n",
+        openai_base_url.escape_default()
+    )
+}
+
 /// The fragment's YAML, preceded by a comment line. Fails only on invalid options.
 pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Refusal> {
     opts.validate()?;
@@ -370,6 +390,13 @@ pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<St
     if oidc && !routes.iter().any(|r| r.preset == "openai") {
         routes.extend(ROUTES.iter().filter(|r| r.preset == "openai"));
         routes.sort_by_key(|r| ROUTES.iter().position(|x| std::ptr::eq(x, *r)));
+    }
+    if opts.codex_config && !routes.iter().any(|r| r.preset == "openai") {
+        return Err(Refusal::Invalid(vec![
+            "--codex-config: OPENAI_API_KEY is not set here, so the fragment routes no OpenAI \
+             traffic for Codex"
+                .to_owned(),
+        ]));
     }
     let squid = format!("http://{}:{}", opts.squid_ip, opts.squid_port);
 
@@ -446,11 +473,15 @@ pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<St
         ("NO_PROXY".to_owned(), agent_no_proxy.clone()),
         ("no_proxy".to_owned(), agent_no_proxy),
     ];
+    let mut codex = None;
     for route in &routes {
         let port = crate::config::presets::preset(route.preset)
             .map(|p| p.awf_port)
             .ok_or_else(|| Refusal::Invalid(vec![format!("no preset named {}", route.preset)]))?;
         let url = format!("http://{}:{port}", opts.proxy_ip);
+        if route.preset == "openai" && opts.codex_config {
+            codex = Some(codex_config(&format!("{url}/v1")));
+        }
         agent_env.extend(
             route
                 .base_url_vars
@@ -472,7 +503,15 @@ pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             },
         )]),
         environment: Map(agent_env),
+        configs: codex.is_some().then(|| {
+            vec![ConfigMount {
+                source: CODEX_CONFIG_NAME,
+                target: CODEX_SYSTEM_CONFIG,
+            }]
+        }),
     };
+    let configs =
+        codex.map(|content| Map(vec![(CODEX_CONFIG_NAME.to_owned(), ConfigDef { content })]));
 
     let networks = opts.subnet.map(|subnet| {
         Map(vec![(
@@ -494,6 +533,7 @@ pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             agent,
         },
         networks,
+        configs,
     };
     let body = serde_yaml_ng::to_string(&fragment)
         .map_err(|e| Refusal::Invalid(vec![format!("cannot write the fragment: {e}")]))?;
@@ -550,6 +590,20 @@ struct Fragment<'a> {
     services: Services<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     networks: Option<Map<NetworkDef>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configs: Option<Map<ConfigDef>>,
+}
+
+/// A compose config with inline content (Compose v2.23.1+).
+#[derive(Serialize)]
+struct ConfigDef {
+    content: String,
+}
+
+#[derive(Serialize)]
+struct ConfigMount {
+    source: &'static str,
+    target: &'static str,
 }
 
 /// `api-proxy` then the agent (whose name is an option).
@@ -614,6 +668,8 @@ struct Healthcheck {
 struct AgentService {
     depends_on: Map<DependsOn>,
     environment: Map<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configs: Option<Vec<ConfigMount>>,
 }
 
 #[derive(Serialize)]

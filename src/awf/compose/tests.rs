@@ -123,3 +123,46 @@ fn github_oidc_variables_pass_by_name() {
         .unwrap()
         .contains("AWF_AUTH"));
 }
+
+fn openai_set(name: &str) -> Option<String> {
+    (name == "OPENAI_API_KEY").then(|| "sk-test-value-long".to_owned())
+}
+
+#[test]
+fn codex_config_points_codex_at_the_openai_listener() {
+    let opts = Options {
+        codex_config: true,
+        ..Options::default()
+    };
+    let yaml = render(&opts, &openai_set).unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    let content = doc["configs"][CODEX_CONFIG_NAME]["content"]
+        .as_str()
+        .unwrap();
+    let codex: toml::Table = toml::from_str(content).unwrap();
+    assert_eq!(
+        codex["openai_base_url"].as_str(),
+        Some("http://172.30.0.30:10000/v1")
+    );
+    let mounts = &doc["services"][DEFAULT_AGENT_SERVICE]["configs"];
+    assert_eq!(mounts[0]["source"].as_str(), Some(CODEX_CONFIG_NAME));
+    assert_eq!(mounts[0]["target"].as_str(), Some("/etc/codex/config.toml"));
+    // The other agents keep their variables.
+    let env = &doc["services"][DEFAULT_AGENT_SERVICE]["environment"];
+    assert_eq!(
+        env["OPENAI_BASE_URL"].as_str(),
+        Some("http://172.30.0.30:10000")
+    );
+}
+
+#[test]
+fn codex_config_is_opt_in_and_needs_the_openai_route() {
+    let yaml = render(&Options::default(), &openai_set).unwrap();
+    assert!(!yaml.contains("configs"), "{yaml}");
+    let opts = Options {
+        codex_config: true,
+        ..Options::default()
+    };
+    let err = render(&opts, &no_env).unwrap_err();
+    assert!(err.to_string().contains("--codex-config"), "{err}");
+}
