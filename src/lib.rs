@@ -25,14 +25,17 @@
 //!   body.rs         response body wrapper: counts, idle timeout, end-of-request hook
 //!   error.rs        ProxyError -> status, JSON, log text, metric label (every error answer)
 //!   websocket.rs    WebSocket upgrades tunnelled to the upstream
+//!   ws_tap.rs       a tunnel's usage tap: response.completed counted and charged as it passes
 //!   endpoints.rs    AWF /health, /reflect and /metrics (JSON) on provider ports
 //!   stream_usage.rs streamed chat gets stream_options.include_usage (the one body rewrite)
 //! policy/           who may spend what: caller tokens and allow-lists, rate limits, token
 //!                   budgets, key slots and their reload
 //! upstream/         TLS + ALPN + CONNECT tunnel (mod.rs), the request body (body.rs) and the
-//!   pool/           connection pool: HTTP/2 stream slots, HTTP/1.1 keep-alive, shared connects
-//! telemetry/        metrics registry, JSON log lines and their writer, token usage, usage file,
-//!                   AWF's JSON /metrics (awf_metrics.rs)
+//!   pool/           connection pool: HTTP/2 stream slots, HTTP/1.1 keep-alive, shared connects;
+//!                   HTTP/2 bodies end at their content-length, then await END_STREAM (recv.rs)
+//! telemetry/        metrics registry, JSON log lines and their writer, token usage (HTTP bodies,
+//!                   WebSocket frames: ws_usage.rs), usage file, AWF's JSON /metrics
+//!                   (awf_metrics.rs)
 //! config/           YAML walking, units, DEFAULT_* (mod.rs), the validated Plan (plan.rs),
 //!                   provider presets, secrets, egress (forward proxy) settings, the normal
 //!                   form of request paths (path.rs)

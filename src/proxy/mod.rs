@@ -25,6 +25,7 @@ pub mod headers;
 mod route;
 pub mod stream_usage;
 pub mod websocket;
+mod ws_tap;
 
 pub use route::{Common, Route};
 

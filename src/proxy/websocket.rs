@@ -12,9 +12,7 @@
 //! tokens. The client's `permessage-deflate` offer is then not forwarded, so frames stay
 //! readable (they are uncompressed JSON either way).
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,15 +22,14 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
+use super::ws_tap::{Tapped, Totals};
 use crate::policy::access::Target;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers;
 use crate::proxy::{Active, RequestInfo, Route};
-use crate::telemetry::usage::Usage;
 use crate::telemetry::ws_usage::WsUsageTap;
 
 /// Put in every request's extensions by the listener: tells a tunnel when to end.
@@ -229,95 +226,6 @@ struct Tunnel {
     totals: Arc<Mutex<Totals>>,
     _active: Active,
     _open: Active,
-}
-
-/// Usage read from a tunnel so far: every `response.completed` summed, the last model.
-#[derive(Default)]
-struct Totals {
-    model: Option<String>,
-    tokens: [Option<u64>; 4],
-    /// Text messages that passed unread (over the size cap, or compressed).
-    unread: u64,
-}
-
-impl Totals {
-    fn add(&mut self, u: Usage) {
-        let counts = [u.input, u.output, u.cache_read, u.cache_write];
-        for (total, n) in self.tokens.iter_mut().zip(counts) {
-            if let Some(n) = n {
-                *total = Some(total.unwrap_or(0) + n);
-            }
-        }
-        if u.model.is_some() {
-            self.model = u.model;
-        }
-    }
-}
-
-/// The upstream side of a tunnel with the usage tap on what it sends: bytes are passed on as
-/// read, the tap only looks at them.
-struct Tapped<T> {
-    io: T,
-    tap: WsUsageTap,
-    route: Arc<Route>,
-    caller: Option<usize>,
-    totals: Arc<Mutex<Totals>>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tapped<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        let unread = this.tap.unread;
-        let (route, caller, totals) = (&this.route, this.caller, &this.totals);
-        this.tap.observe(&buf.filled()[before..], &mut |u| {
-            super::completion::charge(route, caller, &u);
-            if let Ok(mut t) = totals.lock() {
-                t.add(u);
-            }
-        });
-        if this.tap.unread != unread {
-            if let Ok(mut t) = totals.lock() {
-                t.unread = this.tap.unread;
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tapped<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
 }
 
 impl Tunnel {
