@@ -919,3 +919,71 @@ fn github_oidc_renders_a_keyless_cloud_provider_on_the_openai_port() {
         .iter()
         .any(|w| w.contains("OPENAI_API_KEY is set")));
 }
+
+/// Copilot BYOK on Azure (`COPILOT_PROVIDER_TYPE=azure`), as the Node sidecar did: the OpenAI
+/// port serves the BYOK resource (host and base path from `COPILOT_PROVIDER_BASE_URL`) with the
+/// `api-key` header and `COPILOT_PROVIDER_API_KEY`, unless `OPENAI_API_KEY` is set.
+#[test]
+fn copilot_byok_azure_maps_onto_the_openai_port() {
+    let pairs = [
+        ("COPILOT_PROVIDER_TYPE", "azure"),
+        (
+            "COPILOT_PROVIDER_BASE_URL",
+            "https://my-res.openai.azure.com/openai/deployments/gpt-4o/",
+        ),
+        ("COPILOT_PROVIDER_API_KEY", "azure-KPCANARY0a1b2c3d4e5f6789"),
+    ];
+    let env1 = env(&pairs);
+    let r = render_config(&lookup(&env1)).unwrap();
+    assert_no_canary(&r.yaml);
+    assert!(
+        !r.warnings.iter().any(|w| w.contains("COPILOT_PROVIDER")),
+        "{:?}",
+        r.warnings
+    );
+    let plan =
+        Plan::from_yaml(&r.yaml, &lookup(&env1)).unwrap_or_else(|e| panic!("{e}\n{}", r.yaml));
+    let p = provider(&plan, "openai");
+    assert_eq!(p.preset, Some("azure-openai"));
+    assert_eq!(p.host, "my-res.openai.azure.com");
+    assert_eq!(p.base_path, "/openai/deployments/gpt-4o");
+    assert_eq!(
+        header_value(p),
+        (
+            "api-key".to_owned(),
+            "azure-KPCANARY0a1b2c3d4e5f6789".to_owned()
+        )
+    );
+    // OPENAI_API_KEY wins, and an explicit OPENAI_API_TARGET too.
+    let env2 = env(&[
+        &pairs[..],
+        &[
+            ("OPENAI_API_KEY", CANARY),
+            ("OPENAI_API_TARGET", "other.openai.azure.com"),
+        ],
+    ]
+    .concat());
+    let r = render_config(&lookup(&env2)).unwrap();
+    let plan = Plan::from_yaml(&r.yaml, &lookup(&env2)).unwrap();
+    let p = provider(&plan, "openai");
+    assert_eq!(p.host, "other.openai.azure.com");
+    assert_eq!(header_value(p), ("api-key".to_owned(), CANARY.to_owned()));
+    // Without a resource: named.
+    let env3 = env(&[("COPILOT_PROVIDER_TYPE", "azure")]);
+    assert!(render_config(&lookup(&env3))
+        .unwrap_err()
+        .contains("COPILOT_PROVIDER_BASE_URL"));
+    // Other BYOK types are still not reproduced: warned.
+    let env4 = env(&[
+        ("COPILOT_PROVIDER_TYPE", "openai"),
+        ("COPILOT_PROVIDER_BASE_URL", "https://x.example/v1"),
+    ]);
+    let r = render_config(&lookup(&env4)).unwrap();
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.starts_with("COPILOT_PROVIDER_TYPE is set")),
+        "{:?}",
+        r.warnings
+    );
+}

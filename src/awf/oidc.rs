@@ -5,6 +5,20 @@
 
 use serde_json::{json, Map, Value};
 
+/// `COPILOT_PROVIDER_TYPE=azure` with `COPILOT_PROVIDER_BASE_URL`: the BYOK resource's host
+/// and base path (the Node sidecar's `parseApiTargetAndBasePath`), which the OpenAI port
+/// uses when `OPENAI_API_TARGET` / `OPENAI_API_BASE_PATH` are unset.
+pub(super) fn azure_byok(var: &dyn Fn(&str) -> Option<String>) -> Option<(String, String)> {
+    if !var("COPILOT_PROVIDER_TYPE")?.eq_ignore_ascii_case("azure") {
+        return None;
+    }
+    let url = var("COPILOT_PROVIDER_BASE_URL")?;
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (host, base) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    Some((host.to_owned(), base.trim_end_matches('/').to_owned()))
+}
+
 /// Where Entra ID lives for `AWF_AUTH_AZURE_CLOUD`.
 fn azure_authority(cloud: &str) -> Option<&'static str> {
     match cloud {

@@ -236,11 +236,40 @@ pub fn render_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered
         &mut warnings,
     );
 
+    // Copilot BYOK on Azure (COPILOT_PROVIDER_TYPE=azure): as in the Node sidecar, the OpenAI
+    // port serves the BYOK resource with the `api-key` header (docs/awf.md).
+    let byok = super::oidc::azure_byok(&var);
+    let openai_var = |name: &str| match (name, &byok) {
+        ("OPENAI_API_TARGET", Some((host, _))) => var(name).or_else(|| Some(host.clone())),
+        ("OPENAI_API_BASE_PATH", Some((_, base))) if !base.is_empty() => {
+            var(name).or_else(|| Some(base.clone()))
+        }
+        _ => var(name),
+    };
     let mut providers = Vec::with_capacity(AWF_PROVIDERS.len());
     for awf in &AWF_PROVIDERS {
-        match provider(awf, &var, rate_limit, &mut warnings) {
+        let lookup: &dyn Fn(&str) -> Option<String> = match awf.preset {
+            "openai" => &openai_var,
+            _ => &var,
+        };
+        match provider(awf, lookup, rate_limit, &mut warnings) {
             Ok(p) => providers.push((awf.preset, p)),
             Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if let Some((_, openai)) = providers.iter_mut().find(|(name, _)| *name == "openai") {
+        if var("COPILOT_PROVIDER_TYPE").is_some_and(|t| t.eq_ignore_ascii_case("azure")) {
+            match &openai.upstream {
+                Some(_) => {
+                    openai.preset = Some("azure-openai");
+                    if var("OPENAI_API_KEY").is_none() {
+                        openai.api_key = Some("env:COPILOT_PROVIDER_API_KEY".into());
+                    }
+                }
+                None => errors.push(
+                    "COPILOT_PROVIDER_TYPE=azure: set COPILOT_PROVIDER_BASE_URL (or OPENAI_API_TARGET) to the Azure resource, e.g. https://my-resource.openai.azure.com/openai/v1".into(),
+                ),
+            }
         }
     }
 
@@ -261,7 +290,8 @@ pub fn render_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered
     }
 
     for (name, what) in NOT_REPRODUCED {
-        if var(name).is_some() {
+        let mapped = byok.is_some() && name.starts_with("COPILOT_PROVIDER_");
+        if var(name).is_some() && !mapped {
             warnings.push(format!(
                 "{name} is set, but llm-keyproxy does not reproduce {what}; it is ignored"
             ));

@@ -387,7 +387,9 @@ pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<St
     // Keyless (AWF_AUTH_TYPE=github-oidc, docs/cloud.md): the OpenAI port serves without a
     // key, and the sidecar needs the AWF_AUTH_* and GitHub OIDC variables, passed by name.
     let oidc = env("AWF_AUTH_TYPE").is_some_and(|v| v.trim().eq_ignore_ascii_case("github-oidc"));
-    if oidc && !routes.iter().any(|r| r.preset == "openai") {
+    // Copilot BYOK on Azure: the OpenAI port serves it with COPILOT_PROVIDER_API_KEY.
+    let byok = env("COPILOT_PROVIDER_TYPE").is_some_and(|v| v.trim().eq_ignore_ascii_case("azure"));
+    if (oidc || byok) && !routes.iter().any(|r| r.preset == "openai") {
         routes.extend(ROUTES.iter().filter(|r| r.preset == "openai"));
         routes.sort_by_key(|r| ROUTES.iter().position(|x| std::ptr::eq(x, *r)));
     }
@@ -411,11 +413,19 @@ pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             opts.shutdown_timeout_ms
         ),
     ]);
-    if oidc {
-        let set = OIDC_VARS
-            .iter()
-            .filter(|v| env(v).is_some_and(|x| !x.trim().is_empty()));
-        environment.extend(set.map(|v| (*v).to_owned()));
+    let byok_vars = [
+        "COPILOT_PROVIDER_TYPE",
+        "COPILOT_PROVIDER_BASE_URL",
+        "COPILOT_PROVIDER_API_KEY",
+    ];
+    let passed = OIDC_VARS
+        .iter()
+        .filter(|_| oidc)
+        .chain(byok_vars.iter().filter(|_| byok));
+    for v in passed.filter(|v| env(v).is_some_and(|x| !x.trim().is_empty())) {
+        if !environment.iter().any(|e| e == v) {
+            environment.push((*v).to_owned());
+        }
     }
     for name in &opts.pass_env {
         if !environment.iter().any(|e| e == name) {

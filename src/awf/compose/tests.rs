@@ -166,3 +166,33 @@ fn codex_config_is_opt_in_and_needs_the_openai_route() {
     let err = render(&opts, &no_env).unwrap_err();
     assert!(err.to_string().contains("--codex-config"), "{err}");
 }
+
+/// Copilot BYOK on Azure: the BYOK variables pass by name, the agent gets the OpenAI port.
+#[test]
+fn copilot_byok_azure_passes_by_name() {
+    let env = |name: &str| match name {
+        "COPILOT_PROVIDER_TYPE" => Some("azure".to_owned()),
+        "COPILOT_PROVIDER_BASE_URL" => Some("https://r.openai.azure.com/openai/v1".to_owned()),
+        "COPILOT_PROVIDER_API_KEY" => Some("sk-secret-byok".to_owned()),
+        _ => None,
+    };
+    let yaml = render(&Options::default(), &env).unwrap();
+    assert!(
+        !yaml.contains("sk-secret-byok") && !yaml.contains("r.openai.azure.com"),
+        "{yaml}"
+    );
+    for name in [
+        "COPILOT_PROVIDER_TYPE",
+        "COPILOT_PROVIDER_BASE_URL",
+        "COPILOT_PROVIDER_API_KEY",
+    ] {
+        assert!(
+            yaml.contains(&format!("- {name}\n")),
+            "{name} not passed:\n{yaml}"
+        );
+    }
+    assert!(
+        yaml.contains("OPENAI_BASE_URL: http://172.30.0.30:10000"),
+        "{yaml}"
+    );
+}
