@@ -103,6 +103,9 @@ async fn run_all(cfg: &BenchConfig) -> Report {
         scenarios::sse::full_speed(&mut r, &env, &scale).await;
         scenarios::sse::slow_streams(&mut r, &env, &scale).await;
     }
+    if cfg.runs("signing") {
+        scenarios::signing::signed_100k(&mut r, &env, &scale).await;
+    }
     if cfg.runs("upload") {
         scenarios::upload::upload_and_413(&mut r, &env, &scale).await;
     }

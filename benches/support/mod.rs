@@ -116,8 +116,9 @@ pub struct BenchConfig {
 
 /// The groups of scenarios `KEYPROXY_BENCH_ONLY` can name (idle memory and the preflight always
 /// run).
-pub const GROUPS: [&str; 7] = [
+pub const GROUPS: [&str; 8] = [
     "small",
+    "signing",
     "sse",
     "upload",
     "memory",
@@ -256,12 +257,28 @@ pub struct Upstream {
 impl ProxyProcess {
     /// Writes a config and spawns the proxy, without waiting for it.
     pub fn spawn_only(dir: &Path, up: &Upstream, extra: &str, name: &str) -> ProxyProcess {
+        let provider = format!(
+            "bench: {{listen: '127.0.0.1:{{port}}', upstream: 'https://api.openai.com', upstream_address: '{}', api_key: env:BENCH_KEY, auth: {{header: authorization, prefix: 'Bearer '}}}}",
+            up.mock
+        );
+        Self::spawn_provider(dir, up, extra, &provider, name)
+    }
+
+    /// Like `spawn_only` with one provider of its own (`{port}` in `provider` is replaced by
+    /// the listen port); `BENCH_KEY`, `BENCH_AWS_ID` and `BENCH_AWS_SECRET` are set for it.
+    pub fn spawn_provider(
+        dir: &Path,
+        up: &Upstream,
+        extra: &str,
+        provider: &str,
+        name: &str,
+    ) -> ProxyProcess {
         let (port, admin) = (free_port(), free_port());
         let config = dir.join(format!("{name}.yaml"));
         let yaml = format!(
-            "admin: {{listen: '127.0.0.1:{admin}'}}\ntls: {{extra_ca_file: '{}'}}\nlimits: {{drain_timeout: 1s, max_connections: 20000}}\n{extra}\nproviders:\n  bench: {{listen: '127.0.0.1:{port}', upstream: 'https://api.openai.com', upstream_address: '{}', api_key: env:BENCH_KEY, auth: {{header: authorization, prefix: 'Bearer '}}}}\n",
+            "admin: {{listen: '127.0.0.1:{admin}'}}\ntls: {{extra_ca_file: '{}'}}\nlimits: {{drain_timeout: 1s, max_connections: 20000}}\n{extra}\nproviders:\n  {}\n",
             up.ca.display(),
-            up.mock,
+            provider.replace("{port}", &port.to_string()),
         );
         std::fs::write(&config, yaml).expect("write config");
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
@@ -269,6 +286,8 @@ impl ProxyProcess {
             .arg("--config")
             .arg(&config)
             .env("BENCH_KEY", &up.key)
+            .env("BENCH_AWS_ID", "AKIABENCHEXAMPLE0001")
+            .env("BENCH_AWS_SECRET", &up.key)
             .stdout(Stdio::from(log))
             .stderr(Stdio::inherit())
             .spawn()
