@@ -488,11 +488,20 @@ async fn keyless_without_an_oidc_token_is_not_configured() {
     assert_eq!(a.status, 403, "{}", a.text());
     let msg = a.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(msg.contains("id-token: write"), "{msg}");
+    // Only a restart fixes it: not retryable, and nothing is tried in the background.
+    assert_eq!(a.json()["error"]["retryable"], false);
     assert!(h
         .mock
         .requests()
         .iter()
         .all(|r| !r.path_and_query.contains("/model/")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.mock.issued_tokens(CloudService::Oidc), 0);
+    let m = metrics_text(h.admin).await;
+    assert!(
+        !m.contains(r#"keyproxy_credential_refreshes_total{provider="bedrock""#),
+        "{m}"
+    );
 }
 
 fn vertex_path() -> &'static str {
@@ -702,4 +711,58 @@ fn cloud_config_errors_name_what_to_change() {
         "providers.vertex.google.workload_identity_provider",
         "//iam.googleapis.com/",
     );
+}
+
+/// A service-account key that is not there: the reason names it (never a parse error about
+/// a key that was never read), and only a restart fixes it.
+#[tokio::test]
+async fn vertex_missing_key_file_is_named() {
+    let h = start(false, |_, mock| {
+        format!(
+            "  vertex:\n    listen: 127.0.0.1:0\n    upstream_address: '{}'\n    google: {{service_account_key: 'env:KP_SA_UNSET'}}\n",
+            mock.addr()
+        )
+    })
+    .await;
+    let a = vertex_call(&h).await;
+    assert_eq!(a.status, 403, "{}", a.text());
+    let err = &a.json()["error"];
+    assert!(
+        err["message"].as_str().unwrap().contains("KP_SA_UNSET"),
+        "{err}"
+    );
+    assert!(!err["message"].as_str().unwrap().contains("PKCS"), "{err}");
+    assert_eq!(err["retryable"], false);
+    assert_eq!(h.mock.issued_tokens(CloudService::GoogleToken), 0);
+}
+
+/// Before the first credential arrives the refusal is retryable (the SDKs retry), and says so.
+#[tokio::test]
+async fn the_first_credential_on_its_way_is_retryable() {
+    let mock = MockUpstream::start(mock_config()).await.unwrap();
+    mock.set_token_service_failure(true);
+    let h = start_mock(mock, true, bedrock_role).await;
+    let a = send(invoke(h.providers[0], "invoke", 1)).await;
+    assert_eq!(a.status, 403, "{}", a.text());
+    let err = &a.json()["error"];
+    assert_eq!(err["type"], "provider_not_configured");
+    assert_eq!(err["retryable"], true, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("in the background"),
+        "{err}"
+    );
+    // The token service comes back: served within the (shorter) backoff without a credential.
+    h.mock.set_token_service_failure(false);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while send(invoke(h.providers[0], "invoke", 1)).await.status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not served 15 s after the token service came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_nothing_leaked(&h).await;
 }

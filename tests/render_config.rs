@@ -890,6 +890,22 @@ fn github_oidc_renders_a_keyless_cloud_provider_on_the_openai_port() {
         // The other ports are unchanged.
         assert_eq!(provider(&plan, "anthropic").preset, Some("anthropic"));
     }
+    // A base path alone does not keep api.openai.com for Bedrock.
+    let env0 = env(&[
+        ("AWF_AUTH_TYPE", "github-oidc"),
+        ("AWF_AUTH_PROVIDER", "aws"),
+        ("AWF_AUTH_AWS_ROLE_ARN", "arn:aws:iam::1:role/a"),
+        ("AWF_AUTH_AWS_REGION", "us-east-1"),
+        ("OPENAI_API_BASE_PATH", "/openai/v1"),
+    ]);
+    let r = render_config(&lookup(&env0)).unwrap();
+    let plan = Plan::from_yaml(&r.yaml, &lookup(&env0)).unwrap();
+    let host = &provider(&plan, "openai").host;
+    assert_eq!(
+        host, "bedrock-runtime.us-east-1.amazonaws.com",
+        "{}",
+        r.yaml
+    );
     // What is missing is named.
     let env1 = env(&[
         ("AWF_AUTH_TYPE", "github-oidc"),

@@ -277,6 +277,11 @@ pub fn render_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered
         match super::oidc::openai_port(&var, openai.upstream.as_deref(), &mut warnings) {
             None => {}
             Some(Ok(cloud)) => {
+                // Bedrock and Vertex take their host from the preset and region, unless a
+                // target is named: a base path alone must not keep api.openai.com.
+                if cloud.preset != "azure-openai" && var("OPENAI_API_TARGET").is_none() {
+                    openai.upstream = None;
+                }
                 openai.preset = Some(cloud.preset);
                 openai.region = cloud.region;
                 openai.api_key = None;

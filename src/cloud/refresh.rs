@@ -20,8 +20,11 @@ use crate::telemetry::metrics::Metrics;
 
 /// Refresh this long before expiry at most.
 const MAX_MARGIN: Duration = Duration::from_secs(300);
-/// Retry a failed refresh after 1, 2, 4 ... seconds, at most this.
+/// Retry a failed refresh after 1, 2, 4 ... seconds, at most this while the current
+/// credential lasts ...
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// ... and at most this when there is none (requests are refused meanwhile).
+const MAX_BACKOFF_NONE: Duration = Duration::from_secs(10);
 
 /// Everything one provider's refresher needs.
 pub struct Refresher {
@@ -42,6 +45,11 @@ impl Refresher {
         metrics: Arc<Metrics>,
     ) -> Option<Refresher> {
         let plan = provider.cloud.clone()?;
+        // A source that cannot start (no OIDC variables, no key file) stays not configured
+        // with the plan's reason; only a restart can change that.
+        if crate::config::cloud::web_identity_missing_of(&plan).is_some() {
+            return None;
+        }
         Some(Refresher {
             provider: provider.name.clone(),
             client: Client::new(tls, provider.proxy.clone(), connect_timeout),
@@ -59,17 +67,27 @@ impl Refresher {
         let mut had_one = false;
         self.metrics.credential_expiry(&self.provider, None);
         loop {
-            let next = match self.fetch().await {
-                Ok(fetched) => {
+            let fresh = match self.fetch().await {
+                Ok(fetched) => usable(fetched),
+                Err(why) => Err(why),
+            };
+            let next = match fresh {
+                Ok((credential, expires)) => {
                     failures = 0;
                     had_one = true;
-                    valid_until = Some(fetched.expires);
-                    self.installed(fetched)
+                    valid_until = Some(expires);
+                    self.installed(credential, expires)
                 }
                 Err(why) => {
                     failures += 1;
                     self.failed(&why, failures, valid_until, had_one);
-                    let wait = backoff(failures);
+                    // Without a valid credential, retry sooner: requests are being refused.
+                    let cap = if valid_until.is_some() {
+                        MAX_BACKOFF
+                    } else {
+                        MAX_BACKOFF_NONE
+                    };
+                    let wait = backoff(failures).min(cap);
                     match valid_until {
                         // Keep trying while the old credential lasts, and mark it gone
                         // the moment it expires.
@@ -100,33 +118,12 @@ impl Refresher {
     }
 
     /// Puts a fresh credential in the slot; returns how long until the next refresh.
-    fn installed(&self, fetched: Fetched) -> Duration {
-        let credential = match fetched.credential {
-            Fresh::Aws(keys) => Ok(Credential::Aws(Arc::new(keys))),
-            Fresh::Bearer(token) => HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map(|mut value| {
-                    value.set_sensitive(true);
-                    Credential::Configured {
-                        name: AUTHORIZATION,
-                        value,
-                    }
-                })
-                .map_err(|_| ()),
-        };
-        let Ok(credential) = credential else {
-            self.failed(
-                "the token service answered a token that is not a valid header value",
-                1,
-                None,
-                false,
-            );
-            return backoff(1);
-        };
+    fn installed(&self, credential: Credential, expires: SystemTime) -> Duration {
         self.slot.set(credential);
-        let lifetime = until(fetched.expires);
+        let lifetime = until(expires);
         self.metrics.credential_refresh(&self.provider, "ok");
         self.metrics
-            .credential_expiry(&self.provider, Some(fetched.expires));
+            .credential_expiry(&self.provider, Some(expires));
         tracing::info!(
             event = "credential_refreshed",
             provider = self.provider.as_str(),
@@ -185,6 +182,25 @@ impl Refresher {
             "requests get 403 provider_not_configured until a refresh succeeds",
         );
     }
+}
+
+/// The credential a token service gave, as the request path uses it, and its expiry.
+fn usable(fetched: Fetched) -> Result<(Credential, SystemTime), String> {
+    let credential = match fetched.credential {
+        Fresh::Aws(keys) => Credential::Aws(Arc::new(keys)),
+        Fresh::Bearer(token) => {
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                    "the token service answered a token that is not a valid header value".to_owned()
+                })?;
+            value.set_sensitive(true);
+            Credential::Configured {
+                name: AUTHORIZATION,
+                value,
+            }
+        }
+    };
+    Ok((credential, fetched.expires))
 }
 
 /// Time left until `t` (zero when past).

@@ -193,7 +193,10 @@ pub(crate) fn aws(
         let sts = endpoint(
             &map,
             "sts_endpoint",
-            &format!("https://sts.{region}.amazonaws.com/"),
+            &match region.starts_with("cn-") {
+                true => format!("https://sts.{region}.amazonaws.com.cn/"),
+                false => format!("https://sts.{region}.amazonaws.com/"),
+            },
             errors,
         )?;
         let credential = pending(&token);

@@ -106,7 +106,11 @@ pub const PRESETS: &[Preset] = &[
         upstream: "",
         auth_header: "api-key",
         auth_prefix: "",
-        extras: NONE,
+        // Azure OpenAI streams chat completions as OpenAI does: usage only when asked.
+        extras: Extras {
+            stream_usage: true,
+            ..NONE
+        },
     },
 ];
 

@@ -14,10 +14,13 @@ pub enum ProxyError {
     InvalidRequest(String),
     /// The body is over `limits.max_request_body` (declared or while streaming).
     TooLarge { limit: u64 },
-    /// The provider has no key.
-    /// No usable credential: `None` for a missing key, `Some(why)` for a cloud source that
-    /// has none valid now (why names the source and the failure, never a value).
+    /// No usable credential, and none will come without a restart: `None` for a missing key,
+    /// `Some(why)` for a cloud source that cannot start (why names what is missing).
     NotConfigured(Option<String>),
+    /// A cloud source has no valid credential now but keeps requesting one (not yet obtained,
+    /// or expired and not yet refreshed): transient, so retryable. Why names the source and
+    /// the failure, never a value.
+    CredentialPending(String),
     /// Connect, TLS or CONNECT failure, or the connection failed before a response;
     /// `kind` is the metrics label (connect, tls, proxy_connect, timeout, reset).
     Unavailable { kind: &'static str, message: String },
@@ -52,7 +55,9 @@ impl ProxyError {
         match self {
             ProxyError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NotConfigured(_) => StatusCode::FORBIDDEN,
+            ProxyError::NotConfigured(_) | ProxyError::CredentialPending(_) => {
+                StatusCode::FORBIDDEN
+            }
             ProxyError::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,7 +76,9 @@ impl ProxyError {
         match self {
             ProxyError::InvalidRequest(_) => "invalid_request",
             ProxyError::TooLarge { .. } => "request_too_large",
-            ProxyError::NotConfigured(_) => "provider_not_configured",
+            ProxyError::NotConfigured(_) | ProxyError::CredentialPending(_) => {
+                "provider_not_configured"
+            }
             ProxyError::Unavailable { .. } => "upstream_unavailable",
             ProxyError::Timeout(_) => "upstream_timeout",
             ProxyError::Busy { .. } => "upstream_busy",
@@ -103,6 +110,8 @@ impl ProxyError {
                 | ProxyError::Overloaded { .. }
                 | ProxyError::RateLimited(_)
                 | ProxyError::BudgetExhausted { .. }
+                // A cloud credential being obtained or refreshed: transient.
+                | ProxyError::CredentialPending(_)
         )
     }
 
@@ -123,6 +132,9 @@ impl ProxyError {
                 limit
             ),
             ProxyError::NotConfigured(Some(why)) => format!(
+                "provider {provider} is not configured in llm-keyproxy: {why}; fix it and restart the proxy"
+            ),
+            ProxyError::CredentialPending(why) => format!(
                 "provider {provider} has no valid cloud credential now ({why}); the proxy keeps requesting one in the background"
             ),
             ProxyError::NotConfigured(None) => format!(

@@ -171,8 +171,13 @@ fn admit(route: &Route, req: &Request<Incoming>) -> Result<Admitted, ProxyError>
     let caller = check_caller(route, req)?;
     let credential = route.key.get();
     if let Credential::Missing(why) = &credential {
-        let why = route.provider.cloud.as_ref().map(|_| why.clone());
-        return Err(ProxyError::NotConfigured(why));
+        return Err(match &route.provider.cloud {
+            None => ProxyError::NotConfigured(None),
+            Some(c) if crate::config::cloud::web_identity_missing_of(c).is_some() => {
+                ProxyError::NotConfigured(Some(why.clone()))
+            }
+            Some(_) => ProxyError::CredentialPending(why.clone()),
+        });
     }
     let allow = route.provider.allow.as_deref();
     let target = Target::admit(allow, req.method(), pq, &route.provider.name)
