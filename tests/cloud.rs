@@ -335,12 +335,18 @@ async fn bedrock_event_streams_pass_frame_by_frame_and_are_counted() {
     assert_nothing_leaked(&h).await;
 }
 
-#[tokio::test]
-async fn bedrock_keyless_from_github_oidc_refreshes_before_expiry() {
+/// Bedrock keyless (GitHub OIDC -> STS) with credentials that live 6 s, the first one in.
+async fn keyless_bedrock_6s() -> Harness {
     let mock = MockUpstream::start(mock_config()).await.unwrap();
     mock.set_token_lifetime(Duration::from_secs(6));
     let h = start_mock(mock, true, bedrock_role).await;
     wait_credential(&h).await;
+    h
+}
+
+#[tokio::test]
+async fn bedrock_keyless_from_github_oidc_refreshes_before_expiry() {
+    let h = keyless_bedrock_6s().await;
     assert_eq!(h.mock.issued_tokens(CloudService::AwsSts), 1);
     assert_eq!(h.mock.issued_tokens(CloudService::Oidc), 1);
     // The OIDC token was asked for AWS's audience with the job's request token.
@@ -398,10 +404,7 @@ async fn bedrock_keyless_from_github_oidc_refreshes_before_expiry() {
 
 #[tokio::test]
 async fn a_failed_refresh_serves_until_expiry_then_403_then_recovers() {
-    let mock = MockUpstream::start(mock_config()).await.unwrap();
-    mock.set_token_lifetime(Duration::from_secs(6));
-    let h = start_mock(mock, true, bedrock_role).await;
-    wait_credential(&h).await;
+    let h = keyless_bedrock_6s().await;
     let got_at = Instant::now();
     h.mock.set_token_service_failure(true);
     // Still served while the credential lasts (6 s, refresh tried from 4 s on).
