@@ -8,6 +8,7 @@
 //! the SigV4 signatures in tests/e2e/test_cloud.py.
 
 mod common;
+mod squid_support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -83,6 +84,16 @@ async fn start_mock(
     oidc: bool,
     provider: impl FnOnce(&str, &MockUpstream) -> String,
 ) -> Harness {
+    start_mock_with(mock, oidc, "", provider).await
+}
+
+/// `start_mock` with `top` YAML (e.g. `upstream_proxy: ...`) before the providers.
+async fn start_mock_with(
+    mock: MockUpstream,
+    oidc: bool,
+    top: &str,
+    provider: impl FnOnce(&str, &MockUpstream) -> String,
+) -> Harness {
     init_logs();
     let ca_file = std::env::temp_dir().join(format!(
         "kp-cloud-ca-{}-{}.pem",
@@ -92,7 +103,7 @@ async fn start_mock(
     std::fs::write(&ca_file, mock.ca_pem()).unwrap();
     let base = format!("https://127.0.0.1:{}", mock.addr().port());
     let text = format!(
-        "admin: {{listen: 127.0.0.1:0}}\ntls: {{roots: [webpki], extra_ca_file: '{}'}}\nproviders:\n{}",
+        "admin: {{listen: 127.0.0.1:0}}\ntls: {{roots: [webpki], extra_ca_file: '{}'}}\n{top}\nproviders:\n{}",
         ca_file.display(),
         provider(&base, &mock)
     );
@@ -767,5 +778,91 @@ async fn the_first_credential_on_its_way_is_retryable() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_nothing_leaked(&h).await;
+}
+
+/// The token services are reached through the provider's egress, as in AWF where Squid is the
+/// only way out: with Squid refusing CONNECT to them there is no credential (the reason names
+/// the refusal); with Squid allowing it, a credential and a signed request.
+#[tokio::test]
+async fn token_services_are_reached_through_the_same_egress() {
+    use squid_support::{Policy, Squid};
+    let Some(bin) = squid_support::squid_or_skip() else {
+        return;
+    };
+    for policy in [Policy::DenyMockPort, Policy::Allow] {
+        let mock = MockUpstream::start(mock_config()).await.unwrap();
+        let squid = Squid::start(&bin, mock.addr().port(), policy);
+        let top = format!("upstream_proxy: {}", squid.url());
+        let h = start_mock_with(mock, true, &top, bedrock_role).await;
+        if policy == Policy::Allow {
+            wait_credential(&h).await;
+            let a = send(invoke(h.providers[0], "invoke", 1)).await;
+            assert_eq!(a.status, 200, "{}", a.text());
+            assert_nothing_leaked(&h).await;
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let why = loop {
+            if let (false, Some(why)) = health(&h).await {
+                if why.contains("refused CONNECT") {
+                    break why;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no refusal seen: {}",
+                squid.diagnostics()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(why.contains("403"), "{why}");
+        assert_eq!(h.mock.issued_tokens(CloudService::Oidc), 0);
+    }
+}
+
+/// A web identity token file (Kubernetes projected tokens, `AWS_WEB_IDENTITY_TOKEN_FILE`),
+/// read again at every refresh.
+#[tokio::test]
+async fn bedrock_keyless_from_a_web_identity_token_file() {
+    use base64::Engine as _;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let jwt = format!(
+        "{}.{}.c2ln",
+        b64(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
+        b64(
+            serde_json::json!({"iss": "https://kubernetes.default.svc", "aud": "sts.amazonaws.com", "sub": "system:serviceaccount:agents:agent", "exp": exp})
+        )
+    );
+    let file = std::env::temp_dir().join(format!("kp-wit-{}.jwt", std::process::id()));
+    std::fs::write(&file, format!("{jwt}\n")).unwrap();
+    let h = start(false, |base, mock| {
+        format!(
+            "  bedrock:\n    listen: 127.0.0.1:0\n    region: {REGION}\n    upstream_address: '{}'\n    aws: {{role_arn: 'arn:aws:iam::123456789012:role/agent', web_identity: 'file:{}', sts_endpoint: '{base}/sts/'}}\n",
+            mock.addr(),
+            file.display()
+        )
+    })
+    .await;
+    wait_credential(&h).await;
+    let a = send(invoke(h.providers[0], "invoke", 1)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    // The token went to STS as read from the file (trimmed), never to a log.
+    let sts = h
+        .mock
+        .requests()
+        .into_iter()
+        .find(|r| r.path_and_query == "/sts/")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&sts.body).contains(&format!("WebIdentityToken={jwt}")));
+    assert!(!logs().contains(&jwt));
+    assert_eq!(h.mock.issued_tokens(CloudService::Oidc), 0);
     assert_nothing_leaked(&h).await;
 }
