@@ -25,6 +25,7 @@
 //!   body.rs         response body wrapper: counts, idle timeout, end-of-request hook
 //!   error.rs        ProxyError -> status, JSON, log text, metric label (every error answer)
 //!   websocket.rs    WebSocket upgrades tunnelled to the upstream
+//!   tunnel_idle.rs  a tunnel's idle bound: when bytes last moved either way
 //!   endpoints.rs    AWF /health, /reflect and /metrics (JSON) on provider ports
 //!   stream_usage.rs streamed chat gets stream_options.include_usage (the one body rewrite)
 //! policy/           who may spend what: caller tokens and allow-lists, rate limits, token

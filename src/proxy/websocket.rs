@@ -3,8 +3,10 @@
 //! An HTTP/1.1 `Upgrade: websocket` request passes the same checks as any other request, then
 //! gets the usual header rules and key injection and is sent on a dedicated (unpooled)
 //! HTTP/1.1-only upstream connection. On `101` both upgraded connections are joined with
-//! `copy_bidirectional` until either side closes or the proxy shuts down. Any other `Upgrade`
-//! is refused with 400. A non-101 answer is passed back as a normal response.
+//! `copy_bidirectional` until either side closes, the tunnel idles out (`tunnel_idle.rs`) or
+//! the proxy shuts down; the tunnel keeps its client connection's place under
+//! `limits.max_connections` until then. Any other `Upgrade` is refused with 400. A non-101
+//! answer is passed back as a normal response.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,11 +24,17 @@ use crate::policy::access::Target;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers;
+use crate::proxy::tunnel_idle::{Activity, Watched};
 use crate::proxy::{Active, RequestInfo, Route};
 
-/// Put in every request's extensions by the listener: tells a tunnel when to end.
+/// Put in every request's extensions by the listener: tells a tunnel when to end, and holds
+/// the connection's place under `limits.max_connections` for it.
 #[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
+pub struct Shutdown(watch::Receiver<bool>, Option<Slot>);
+
+/// A connection's place under `limits.max_connections`: a tunnel keeps it until it closes, so
+/// tunnels count toward the cap like the connections they were upgraded from.
+type Slot = Arc<dyn Send + Sync>;
 
 impl Shutdown {
     /// Resolves once the listener's drain has finished or was abandoned (its sender dropped).
@@ -39,11 +47,16 @@ impl Shutdown {
 pub struct WithShutdown<S> {
     inner: S,
     signal: watch::Receiver<bool>,
+    slot: Option<Slot>,
 }
 
 impl<S> WithShutdown<S> {
-    pub fn new(inner: S, signal: watch::Receiver<bool>) -> Self {
-        WithShutdown { inner, signal }
+    pub fn new(inner: S, signal: watch::Receiver<bool>, slot: Option<Slot>) -> Self {
+        WithShutdown {
+            inner,
+            signal,
+            slot,
+        }
     }
 }
 
@@ -53,7 +66,8 @@ impl<S: Service<Request<Incoming>>> Service<Request<Incoming>> for WithShutdown<
     type Future = S::Future;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        req.extensions_mut().insert(Shutdown(self.signal.clone()));
+        let shutdown = Shutdown(self.signal.clone(), self.slot.clone());
+        req.extensions_mut().insert(shutdown);
         self.inner.call(req)
     }
 }
@@ -108,7 +122,8 @@ pub(crate) async fn open(
     info: &RequestInfo,
     active: Active,
 ) -> Result<Opened, ProxyError> {
-    let shutdown = req.extensions_mut().remove::<Shutdown>();
+    let mut shutdown = req.extensions_mut().remove::<Shutdown>();
+    let slot = shutdown.as_mut().and_then(|s| s.1.take());
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     let up = upgrade_request(route, parts.headers, target, info)?;
@@ -136,6 +151,7 @@ pub(crate) async fn open(
         path: info.path.clone(),
         start: info.start,
         _active: active,
+        _slot: slot,
     };
     tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade, shutdown));
     Ok(Opened::Switched(Response::from_parts(
@@ -207,20 +223,24 @@ struct Tunnel {
     start: Instant,
     _active: Active,
     _open: Active,
+    /// The client connection's place under `limits.max_connections`, freed when the tunnel is.
+    _slot: Option<Slot>,
 }
 
 impl Tunnel {
-    /// Copies both ways until either side closes or the proxy's drain ends the tunnel.
+    /// Copies both ways until either side closes, no byte moved for
+    /// `limits.websocket_idle_timeout`, or the proxy's drain ends the tunnel.
     async fn run(
         self,
         client: hyper::upgrade::OnUpgrade,
         upstream: hyper::upgrade::OnUpgrade,
         shutdown: Option<Shutdown>,
     ) {
+        let activity = Activity::new();
         let copy = async {
             let (client, upstream) =
                 tokio::try_join!(client, upstream).map_err(|_| "upgrade_failed")?;
-            let mut client = TokioIo::new(client);
+            let mut client = Watched::new(TokioIo::new(client), &activity);
             let mut upstream = TokioIo::new(upstream);
             tokio::io::copy_bidirectional(&mut client, &mut upstream)
                 .await
@@ -235,6 +255,7 @@ impl Tunnel {
         let result = tokio::select! {
             r = copy => r,
             _ = stop => Err("shutdown"),
+            _ = activity.idle(self.route.limits.websocket_idle_timeout) => Err("idle_timeout"),
         };
         self.finish(result);
     }

@@ -123,7 +123,7 @@ impl Admission {
     pub fn admit(&self, load: &Arc<Load>) -> Option<Seat> {
         match self {
             Admission::Refuse { slots, refused, .. } => match slots.clone().try_acquire_owned() {
-                Ok(slot) => Some(Seat::Slot(slot)),
+                Ok(slot) => Some(Seat::Slot(Arc::new(slot))),
                 Err(_) => {
                     refused.inc();
                     None
@@ -136,11 +136,23 @@ impl Admission {
 
 /// What a connection task holds while it is open; dropping it frees the place.
 pub enum Seat {
-    Slot(OwnedSemaphorePermit),
+    /// Shared with a WebSocket tunnel the connection becomes (`share`): the place is freed
+    /// when both are done.
+    Slot(Arc<OwnedSemaphorePermit>),
     Member(Member),
 }
 
 impl Seat {
+    /// A handle that keeps this connection's place taken while it lives, for a WebSocket
+    /// tunnel, which outlives the HTTP connection it was upgraded from (docs/security.md).
+    /// `None` on the admin listener (no tunnels there).
+    pub fn share(&self) -> Option<Arc<dyn Send + Sync>> {
+        match self {
+            Seat::Slot(slot) => Some(slot.clone()),
+            Seat::Member(_) => None,
+        }
+    }
+
     /// Resolves when the admission policy closes this connection to make room for a new one
     /// (never for a provider listener's slot).
     pub async fn evicted(&mut self) {
@@ -394,6 +406,19 @@ mod tests {
             let mut b = admission.admit(&idle).unwrap();
             assert!(!evicted(&mut a) && !evicted(&mut b));
         }
+    }
+
+    #[test]
+    fn a_shared_slot_holds_the_place_until_both_are_gone() {
+        let admission = Admission::refuse(1, Counter::default());
+        let idle = load(0);
+        let seat = admission.admit(&idle).unwrap();
+        let tunnel = seat.share();
+        assert!(tunnel.is_some());
+        drop(seat);
+        assert!(admission.admit(&idle).is_none());
+        drop(tunnel);
+        assert!(admission.admit(&idle).is_some());
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! Each listener enforces its connection limits (docs/security.md): `limits:` for provider
 //! listeners, `admin:` for the admin listener. A cap on open connections (`admission.rs`:
 //! provider listeners answer one more `503 overloaded`, the admin listener closes its oldest
-//! idle connection to make room), hyper's head limits, and an idle timer per connection fed
-//! by a count of requests in flight.
+//! idle connection to make room; a WebSocket tunnel keeps its connection's place), hyper's head
+//! limits, and an idle timer per connection fed by a count of requests in flight.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -200,8 +200,12 @@ pub async fn serve<S, F>(
         };
         let _ = stream.set_nodelay(true);
         // WebSocket (docs/design.md §5.7): upgrades allowed; tunnels learn of shutdown via `Shutdown`.
-        let service =
-            crate::proxy::websocket::WithShutdown::new(make_service(), drain.signal.clone());
+        // A tunnel keeps the connection's place under `max_connections` (`seat.share()`).
+        let service = crate::proxy::websocket::WithShutdown::new(
+            make_service(),
+            drain.signal.clone(),
+            seat.share(),
+        );
         let service = Tracked {
             inner: service,
             load: load.clone(),
