@@ -13,7 +13,7 @@
 //! main.rs, bin/     thin: args -> config -> Plan -> bind -> server::run; exit codes
 //! server/           bind, accept loops, connection admission, per-core workers, admin listener
 //!   mod.rs          run(plan, bound, shutdown, shared), Bound, Shared
-//!   listener.rs     accept loop, per-connection limits and drain
+//!   listener.rs     accept loop, per-connection limits (idle, client stall) and drain
 //!   admission.rs    connection caps: refuse (provider ports) or evict the oldest idle (admin)
 //!   workers.rs      one current-thread runtime per CPU, each accepting on every listener
 //!   admin.rs        /live, /ready, /metrics

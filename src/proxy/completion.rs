@@ -135,7 +135,10 @@ impl Completion {
             model,
             tokens,
         };
-        let warn = matches!(end.outcome, Outcome::UpstreamAborted | Outcome::IdleTimeout);
+        let warn = matches!(
+            end.outcome,
+            Outcome::UpstreamAborted | Outcome::IdleTimeout | Outcome::ClientStalled
+        );
         line.log(warn);
         if let Some(log) = &self.route.usage_log {
             let unix_ms = std::time::SystemTime::now()

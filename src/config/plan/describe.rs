@@ -94,7 +94,8 @@ impl Plan {
         );
         let _ = writeln!(
             out,
-            "websocket: websocket_idle_timeout {}",
+            "client bounds: client_write_timeout {} (a client that accepts nothing), websocket_idle_timeout {}",
+            show_duration(l.client_write_timeout),
             show_duration(l.websocket_idle_timeout),
         );
         let _ = writeln!(

@@ -131,6 +131,8 @@ pub struct Limits {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub stream_idle_timeout: Duration,
+    /// A response whose client accepts nothing for this long (with bytes waiting) is dropped.
+    pub client_write_timeout: Duration,
     /// A WebSocket tunnel with no bytes either way for this long is closed.
     pub websocket_idle_timeout: Duration,
     pub drain_timeout: Duration,
@@ -165,6 +167,7 @@ impl Default for Limits {
             connect_timeout: config::DEFAULT_CONNECT_TIMEOUT,
             request_timeout: config::DEFAULT_REQUEST_TIMEOUT,
             stream_idle_timeout: config::DEFAULT_STREAM_IDLE_TIMEOUT,
+            client_write_timeout: config::DEFAULT_CLIENT_WRITE_TIMEOUT,
             websocket_idle_timeout: config::DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
             drain_timeout: config::DEFAULT_DRAIN_TIMEOUT,
             pool_idle_timeout: config::DEFAULT_POOL_IDLE_TIMEOUT,
