@@ -295,7 +295,7 @@ async fn tunnels_count_toward_max_connections() {
 async fn idle_tunnel_closes_after_the_timeout() {
     let h = Harness::start(
         MockConfig::default(),
-        "limits: {websocket_idle_timeout: 400ms}",
+        "limits: {websocket_idle_timeout: 1s}",
     )
     .await;
     let (mut s, head) = open(h.openai(), "/v1/realtime", "websocket").await;
@@ -308,8 +308,8 @@ async fn idle_tunnel_closes_after_the_timeout() {
                 .then(|| value.trim().to_owned())
         })
         .expect("x-request-id on the 101");
-    // Busy for well past the timeout: every 100 ms a frame each way.
-    for i in 0..10 {
+    // Busy for twice the timeout: every 100 ms a frame each way.
+    for i in 0..20 {
         let msg = format!("busy {i}");
         send_frame(&mut s, 1, msg.as_bytes()).await;
         assert_eq!(read_frame(&mut s).await, (1, msg.into_bytes()));
