@@ -13,7 +13,7 @@
 //! main.rs, bin/     thin: args -> config -> Plan -> bind -> server::run; exit codes
 //! server/           bind, accept loops, connection admission, per-core workers, admin listener
 //!   mod.rs          run(plan, bound, shutdown, shared), Bound, Shared
-//!   listener.rs     accept loop, per-connection limits and drain
+//!   listener.rs     accept loop, per-connection limits (idle, client stall) and drain
 //!   admission.rs    connection caps: refuse (provider ports) or evict the oldest idle (admin)
 //!   workers.rs      one current-thread runtime per CPU, each accepting on every listener
 //!   admin.rs        /live, /ready, /metrics
@@ -26,6 +26,7 @@
 //!   error.rs        ProxyError -> status, JSON, log text, metric label (every error answer)
 //!   websocket.rs    WebSocket upgrades tunnelled to the upstream
 //!   ws_tap.rs       a tunnel's usage tap: response.completed counted and charged as it passes
+//!   tunnel_idle.rs  a tunnel's idle bound: when bytes last moved either way
 //!   endpoints.rs    AWF /health, /reflect and /metrics (JSON) on provider ports
 //!   stream_usage.rs streamed chat gets stream_options.include_usage (the one body rewrite)
 //! policy/           who may spend what: caller tokens and allow-lists, rate limits, token

@@ -2,6 +2,7 @@
 //! fails with the message its first line promises.
 
 use std::path::Path;
+use std::time::Duration;
 
 use llm_keyproxy::config::plan::{Credential, Plan};
 
@@ -28,6 +29,15 @@ fn example_loads_and_check_output_redacts() {
     );
     assert!(!described.contains("KPCANARY"), "{described}");
     assert!(!format!("{plan:?}").contains("KPCANARY"));
+    // The client bounds (docs/security.md) as configured there.
+    assert_eq!(plan.limits.client_write_timeout, Duration::from_secs(60));
+    assert_eq!(plan.limits.websocket_idle_timeout, Duration::from_secs(600));
+    assert!(
+        described.contains(
+            "client_write_timeout 1m (a client that accepts nothing), websocket_idle_timeout 10m"
+        ),
+        "{described}"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Upstream faults, injected by the mock on command: a stream reset among healthy
 //! streams on one HTTP/2 connection, a stalled stream, GOAWAY with streams in flight, a slow
 //! TLS handshake, and an http/1.1 upstream closing idle keep-alive connections just as requests
-//! are sent. In every case each client gets either its complete answer or an unmistakable
+//! are sent; and a client that stops reading its stream. In every case each client gets either its complete answer or an unmistakable
 //! error (never a cut body that ends cleanly), and the proxy keeps serving.
 //! (A wrong certificate is in tests/errors.rs.)
 
@@ -85,6 +85,93 @@ async fn stalled_stream_is_cut_alone() {
     assert_eq!(healthy.await.unwrap(), Ok(8));
     assert!(h.mock.wait_for_cancelled(1, Duration::from_secs(3)).await);
     still_serves(&h).await;
+}
+
+/// A client that stops reading cannot hold its stream open: once it has accepted nothing for
+/// `limits.client_write_timeout` with bytes waiting, its connection is cut, the upstream
+/// stream cancelled, and the request logged and counted `client_stalled`; a stream on another
+/// connection meanwhile completes.
+#[tokio::test]
+async fn non_reading_client_is_cut_while_others_flow() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start(
+        MockConfig::default(),
+        "limits: {client_write_timeout: 500ms, workers: 1}",
+    )
+    .await;
+    still_serves(&h).await;
+    let addr = h.openai();
+    let healthy = tokio::spawn(async move { stream(addr, "/mock/sse?events=20&gap_ms=100").await });
+    // 32 MiB of events, far more than the socket buffers, asked for and never read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    let id = format!("stalled-{}", std::process::id());
+    let request = format!(
+        "GET /mock/sse?events=2048&gap_ms=0&size=16384 HTTP/1.1\r\nHost: localhost\r\n\
+         X-Request-Id: {id}\r\n\r\n"
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    assert_cut_as_stalled(&h, &id).await;
+    assert_eq!(
+        healthy.await.unwrap(),
+        Ok(20),
+        "the reading stream was hurt"
+    );
+    drop(stalled);
+    still_serves(&h).await;
+}
+
+/// The same over h2c: a client that never reads its stream leaves the proxy's stream window
+/// full, hyper stops taking frames, and the bound cuts the connection.
+#[tokio::test]
+async fn non_reading_h2c_client_is_cut() {
+    use http_body_util::{BodyExt, Empty};
+    let h = Harness::start(
+        MockConfig::default(),
+        "limits: {client_write_timeout: 500ms}",
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(h.openai()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let id = format!("stalled-h2c-{}", std::process::id());
+    let req = http::Request::get("http://x/mock/sse?events=256&gap_ms=0&size=16384")
+        .header("x-request-id", &id)
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Not read until the proxy has given up on it.
+    assert_cut_as_stalled(&h, &id).await;
+    let rest = resp.into_body().collect().await;
+    assert!(rest.is_err(), "a cut stream ended cleanly");
+    still_serves(&h).await;
+}
+
+/// The non-reading client's request `id` was cut: its upstream stream cancelled, and it is
+/// logged and counted `client_stalled`.
+async fn assert_cut_as_stalled(h: &Harness, id: &str) {
+    assert!(
+        h.mock.wait_for_cancelled(1, Duration::from_secs(10)).await,
+        "the upstream stream of the non-reading client was not cancelled"
+    );
+    let series = "keyproxy_stream_outcomes_total{provider=\"openai\",outcome=\"client_stalled\"}";
+    let text = metrics_text(h.admin).await;
+    assert_eq!(metric_value(&text, series), 1.0, "{text}");
+    let needle = format!("\"request_id\":\"{id}\"");
+    let logged = logs();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("\"request_complete\"") && l.contains(&needle))
+        .expect("request_complete for the stalled stream");
+    assert!(line.contains("\"outcome\":\"client_stalled\""), "{line}");
 }
 
 /// The upstream shuts its connections down gracefully (h2: GOAWAY; http/1.1: close after the

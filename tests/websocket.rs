@@ -400,3 +400,95 @@ providers:
     assert_no_canary(&logs());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Tunnels count toward `limits.max_connections` (docs/security.md): with the cap held by
+/// open tunnels, the next upgrade and a plain request get `503 overloaded` (counted), and
+/// closing one tunnel makes room for a new one.
+#[tokio::test]
+async fn tunnels_count_toward_max_connections() {
+    let h = Harness::start(MockConfig::default(), "limits: {max_connections: 2}").await;
+    let mut tunnels = Vec::new();
+    for i in 0..2 {
+        let (mut s, head) = open(h.openai(), "/v1/responses", "websocket").await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let msg = format!("tunnel {i}");
+        send_frame(&mut s, 1, msg.as_bytes()).await;
+        assert_eq!(read_frame(&mut s).await, (1, msg.into_bytes()));
+        tunnels.push(s);
+    }
+    // The HTTP connections behind the tunnels are gone; the tunnels still hold their places.
+    let upgrade = upgrade_request("/v1/responses", "websocket");
+    let refused = common::raw(h.openai(), upgrade.as_bytes(), T).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("\"type\":\"overloaded\""), "{refused}");
+    let plain = b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let refused = common::raw(h.openai(), plain, T).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    let series = "keyproxy_connections_refused_total{listener=\"openai\",reason=\"overloaded\"}";
+    let text = common::metrics_text(h.admin).await;
+    assert_eq!(common::metric_value(&text, series), 2.0, "{text}");
+
+    // Closing one tunnel frees its place (the tunnel ends a moment after its client leaves).
+    drop(tunnels.pop());
+    let deadline = std::time::Instant::now() + T;
+    let (mut s, head) = loop {
+        let (s, head) = open(h.openai(), "/v1/responses", "websocket").await;
+        if head.starts_with("HTTP/1.1 101") || std::time::Instant::now() > deadline {
+            break (s, head);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    send_frame(&mut s, 1, b"again").await;
+    assert_eq!(read_frame(&mut s).await, (1, b"again".to_vec()));
+    // The tunnel that stayed open was never disturbed.
+    send_frame(&mut tunnels[0], 1, b"still here").await;
+    assert_eq!(
+        read_frame(&mut tunnels[0]).await,
+        (1, b"still here".to_vec())
+    );
+}
+
+/// A tunnel with no bytes either way for `limits.websocket_idle_timeout` is closed, logged
+/// `idle_timeout` and counted; traffic keeps a tunnel open past the timeout.
+#[tokio::test]
+async fn idle_tunnel_closes_after_the_timeout() {
+    let h = Harness::start(
+        MockConfig::default(),
+        "limits: {websocket_idle_timeout: 1s}",
+    )
+    .await;
+    let (mut s, head) = open(h.openai(), "/v1/realtime", "websocket").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let id = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-request-id")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("x-request-id on the 101");
+    // Busy for twice the timeout: every 100 ms a frame each way.
+    for i in 0..20 {
+        let msg = format!("busy {i}");
+        send_frame(&mut s, 1, msg.as_bytes()).await;
+        assert_eq!(read_frame(&mut s).await, (1, msg.into_bytes()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then silent: the proxy closes the tunnel.
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(T, s.read(&mut b))
+        .await
+        .expect("tunnel not closed");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    let series = "keyproxy_stream_outcomes_total{provider=\"openai\",outcome=\"idle_timeout\"}";
+    let text = common::metrics_text(h.admin).await;
+    assert_eq!(common::metric_value(&text, series), 1.0, "{text}");
+    let line = logs()
+        .lines()
+        .find(|l| l.contains(&id) && l.contains("\"request_complete\""))
+        .map(str::to_owned)
+        .expect("request_complete for the tunnel");
+    assert!(line.contains("\"outcome\":\"idle_timeout\""), "{line}");
+    assert!(line.contains("\"websocket\":true"), "{line}");
+}

@@ -22,6 +22,12 @@ pub const DEFAULT_MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// A response whose client accepts no bytes for this long while some wait to be written is
+/// dropped (upstream cancelled): a client that stops reading cannot hold a stream open.
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A WebSocket tunnel with no bytes either way for this long is closed. Long: Codex keeps one
+/// Responses WebSocket open across turns, and a turn can wait minutes on a tool run.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest time a client may take to send a request head (slowloris guard), counted from the

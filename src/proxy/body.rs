@@ -21,6 +21,8 @@ pub use crate::upstream::body::{BodyTooLarge, BoxError, RequestBody, RequestStat
 pub enum Outcome {
     Completed,
     ClientClosed,
+    /// The client accepted no bytes for `limits.client_write_timeout` (docs/security.md).
+    ClientStalled,
     UpstreamAborted,
     IdleTimeout,
 }
@@ -30,6 +32,7 @@ impl Outcome {
         match self {
             Outcome::Completed => "completed",
             Outcome::ClientClosed => "client_closed",
+            Outcome::ClientStalled => "client_stalled",
             Outcome::UpstreamAborted => "upstream_aborted",
             Outcome::IdleTimeout => "idle_timeout",
         }
@@ -171,6 +174,14 @@ pub enum ProxyBody {
 impl ProxyBody {
     pub fn full(bytes: Bytes) -> Self {
         ProxyBody::Full(Some(bytes))
+    }
+
+    /// Called just before an unfinished body is dropped because its client stopped accepting
+    /// bytes (`limits.client_write_timeout`): it ends as `client_stalled`, not `client_closed`.
+    pub fn client_stalled(&mut self) {
+        if let ProxyBody::Upstream(b) = self {
+            b.outcome.get_or_insert(Outcome::ClientStalled);
+        }
     }
 }
 

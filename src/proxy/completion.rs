@@ -124,7 +124,10 @@ impl Completion {
             model,
             tokens,
         };
-        let warn = matches!(end.outcome, Outcome::UpstreamAborted | Outcome::IdleTimeout);
+        let warn = matches!(
+            end.outcome,
+            Outcome::UpstreamAborted | Outcome::IdleTimeout | Outcome::ClientStalled
+        );
         line.log(warn);
         record_usage(
             &self.route,

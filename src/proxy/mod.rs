@@ -24,6 +24,7 @@ pub mod error;
 pub mod headers;
 mod route;
 pub mod stream_usage;
+mod tunnel_idle;
 pub mod websocket;
 mod ws_tap;
 

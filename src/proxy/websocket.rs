@@ -3,8 +3,10 @@
 //! An HTTP/1.1 `Upgrade: websocket` request passes the same checks as any other request, then
 //! gets the usual header rules and key injection and is sent on a dedicated (unpooled)
 //! HTTP/1.1-only upstream connection. On `101` both upgraded connections are joined with
-//! `copy_bidirectional` until either side closes or the proxy shuts down. Any other `Upgrade`
-//! is refused with 400. A non-101 answer is passed back as a normal response.
+//! `copy_bidirectional` until either side closes, the tunnel idles out (`tunnel_idle.rs`) or
+//! the proxy shuts down; the tunnel keeps its client connection's place under
+//! `limits.max_connections` until then. Any other `Upgrade` is refused with 400. A non-101
+//! answer is passed back as a normal response.
 //!
 //! With `observability.token_usage`, what the upstream sends is read as it passes
 //! (`telemetry::ws_usage`): each `response.completed` event is counted and charged to the
@@ -29,12 +31,18 @@ use crate::policy::access::Target;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers;
+use crate::proxy::tunnel_idle::{Activity, Watched};
 use crate::proxy::{Active, RequestInfo, Route};
 use crate::telemetry::ws_usage::WsUsageTap;
 
-/// Put in every request's extensions by the listener: tells a tunnel when to end.
+/// Put in every request's extensions by the listener: tells a tunnel when to end, and holds
+/// the connection's place under `limits.max_connections` for it.
 #[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
+pub struct Shutdown(watch::Receiver<bool>, Option<Slot>);
+
+/// A connection's place under `limits.max_connections`: a tunnel keeps it until it closes, so
+/// tunnels count toward the cap like the connections they were upgraded from.
+type Slot = Arc<dyn Send + Sync>;
 
 impl Shutdown {
     /// Resolves once the listener's drain has finished or was abandoned (its sender dropped).
@@ -47,11 +55,16 @@ impl Shutdown {
 pub struct WithShutdown<S> {
     inner: S,
     signal: watch::Receiver<bool>,
+    slot: Option<Slot>,
 }
 
 impl<S> WithShutdown<S> {
-    pub fn new(inner: S, signal: watch::Receiver<bool>) -> Self {
-        WithShutdown { inner, signal }
+    pub fn new(inner: S, signal: watch::Receiver<bool>, slot: Option<Slot>) -> Self {
+        WithShutdown {
+            inner,
+            signal,
+            slot,
+        }
     }
 }
 
@@ -61,7 +74,8 @@ impl<S: Service<Request<Incoming>>> Service<Request<Incoming>> for WithShutdown<
     type Future = S::Future;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        req.extensions_mut().insert(Shutdown(self.signal.clone()));
+        let shutdown = Shutdown(self.signal.clone(), self.slot.clone());
+        req.extensions_mut().insert(shutdown);
         self.inner.call(req)
     }
 }
@@ -118,7 +132,8 @@ pub(crate) async fn open(
     active: Active,
     caller: Option<usize>,
 ) -> Result<Opened, ProxyError> {
-    let shutdown = req.extensions_mut().remove::<Shutdown>();
+    let mut shutdown = req.extensions_mut().remove::<Shutdown>();
+    let slot = shutdown.as_mut().and_then(|s| s.1.take());
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     let up = upgrade_request(route, parts.headers, target, info)?;
@@ -148,6 +163,7 @@ pub(crate) async fn open(
         caller,
         totals: Arc::default(),
         _active: active,
+        _slot: slot,
     };
     tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade, shutdown));
     Ok(Opened::Switched(Box::new(Response::from_parts(
@@ -226,20 +242,24 @@ struct Tunnel {
     totals: Arc<Mutex<Totals>>,
     _active: Active,
     _open: Active,
+    /// The client connection's place under `limits.max_connections`, freed when the tunnel is.
+    _slot: Option<Slot>,
 }
 
 impl Tunnel {
-    /// Copies both ways until either side closes or the proxy's drain ends the tunnel.
+    /// Copies both ways until either side closes, no byte moved for
+    /// `limits.websocket_idle_timeout`, or the proxy's drain ends the tunnel.
     async fn run(
         self,
         client: hyper::upgrade::OnUpgrade,
         upstream: hyper::upgrade::OnUpgrade,
         shutdown: Option<Shutdown>,
     ) {
+        let activity = Activity::new();
         let copy = async {
             let (client, upstream) =
                 tokio::try_join!(client, upstream).map_err(|_| "upgrade_failed")?;
-            let mut client = TokioIo::new(client);
+            let mut client = Watched::new(TokioIo::new(client), &activity);
             let upstream = TokioIo::new(upstream);
             if self.route.token_usage {
                 let mut upstream = Tapped {
@@ -265,6 +285,7 @@ impl Tunnel {
         let result = tokio::select! {
             r = copy => r,
             _ = stop => Err("shutdown"),
+            _ = activity.idle(self.route.limits.websocket_idle_timeout) => Err("idle_timeout"),
         };
         self.finish(result);
     }

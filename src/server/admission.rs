@@ -32,8 +32,17 @@ pub struct Load {
     served: AtomicBool,
     /// When the connection opened or last had no request in flight, in ns after `opened`.
     idle_since: AtomicU64,
+    /// Response bodies whose last frame hyper has not come back for yet (low 32 bits), and a
+    /// count of its comebacks (high 32 bits, wrapping): one add per frame each way.
+    writes: AtomicU64,
+    /// The client stopped accepting bytes (`limits.client_write_timeout`): the connection is
+    /// being closed, and bodies still waiting end as `client_stalled`.
+    stalled: AtomicBool,
     opened: Instant,
 }
+
+/// `Load::writes`: one comeback (high half) and one body fewer waiting (low half) in one add.
+const WRITE_TAKEN: u64 = (1 << 32) - 1;
 
 impl Load {
     pub fn new() -> Arc<Load> {
@@ -41,6 +50,8 @@ impl Load {
             in_flight: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
             opened: Instant::now(),
         })
     }
@@ -69,6 +80,38 @@ impl Load {
         let nanos = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.idle_since.store(nanos, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A response body handed hyper a frame: it waits until hyper asks for the next one,
+    /// which hyper does only once the client has room for more.
+    pub fn frame_out(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hyper came back for the next frame of a waiting body (the client took the last one).
+    pub fn frame_taken(&self) {
+        self.writes.fetch_add(WRITE_TAKEN, Ordering::Relaxed);
+    }
+
+    /// A waiting body was dropped.
+    pub fn frame_dropped(&self) {
+        self.writes.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How many bodies are waiting for hyper, and a count that moves whenever hyper comes back
+    /// for one: unchanged while some wait means the client accepted nothing meanwhile.
+    pub fn writes(&self) -> (u32, u32) {
+        let w = self.writes.load(Ordering::Relaxed);
+        ((w & u64::from(u32::MAX)) as u32, (w >> 32) as u32)
+    }
+
+    /// The client stopped accepting bytes; the connection is about to be closed.
+    pub fn mark_stalled(&self) {
+        self.stalled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
     }
 }
 
@@ -123,7 +166,7 @@ impl Admission {
     pub fn admit(&self, load: &Arc<Load>) -> Option<Seat> {
         match self {
             Admission::Refuse { slots, refused, .. } => match slots.clone().try_acquire_owned() {
-                Ok(slot) => Some(Seat::Slot(slot)),
+                Ok(slot) => Some(Seat::Slot(Arc::new(slot))),
                 Err(_) => {
                     refused.inc();
                     None
@@ -136,11 +179,23 @@ impl Admission {
 
 /// What a connection task holds while it is open; dropping it frees the place.
 pub enum Seat {
-    Slot(OwnedSemaphorePermit),
+    /// Shared with a WebSocket tunnel the connection becomes (`share`): the place is freed
+    /// when both are done.
+    Slot(Arc<OwnedSemaphorePermit>),
     Member(Member),
 }
 
 impl Seat {
+    /// A handle that keeps this connection's place taken while it lives, for a WebSocket
+    /// tunnel, which outlives the HTTP connection it was upgraded from (docs/security.md).
+    /// `None` on the admin listener (no tunnels there).
+    pub fn share(&self) -> Option<Arc<dyn Send + Sync>> {
+        match self {
+            Seat::Slot(slot) => Some(slot.clone()),
+            Seat::Member(_) => None,
+        }
+    }
+
     /// Resolves when the admission policy closes this connection to make room for a new one
     /// (never for a provider listener's slot).
     pub async fn evicted(&mut self) {
@@ -394,6 +449,34 @@ mod tests {
             let mut b = admission.admit(&idle).unwrap();
             assert!(!evicted(&mut a) && !evicted(&mut b));
         }
+    }
+
+    #[test]
+    fn writes_count_waiting_bodies_and_comebacks() {
+        let load = Load::new();
+        load.frame_out();
+        load.frame_out();
+        assert_eq!(load.writes(), (2, 0));
+        load.frame_taken();
+        assert_eq!(load.writes(), (1, 1));
+        load.frame_dropped();
+        assert_eq!(load.writes(), (0, 1));
+        load.frame_out();
+        load.frame_taken();
+        assert_eq!(load.writes(), (0, 2));
+    }
+
+    #[test]
+    fn a_shared_slot_holds_the_place_until_both_are_gone() {
+        let admission = Admission::refuse(1, Counter::default());
+        let idle = load(0);
+        let seat = admission.admit(&idle).unwrap();
+        let tunnel = seat.share();
+        assert!(tunnel.is_some());
+        drop(seat);
+        assert!(admission.admit(&idle).is_none());
+        drop(tunnel);
+        assert!(admission.admit(&idle).is_some());
     }
 
     #[test]

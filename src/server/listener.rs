@@ -4,8 +4,9 @@
 //! Each listener enforces its connection limits (docs/security.md): `limits:` for provider
 //! listeners, `admin:` for the admin listener. A cap on open connections (`admission.rs`:
 //! provider listeners answer one more `503 overloaded`, the admin listener closes its oldest
-//! idle connection to make room), hyper's head limits, and an idle timer per connection fed
-//! by a count of requests in flight.
+//! idle connection to make room; a WebSocket tunnel keeps its connection's place), hyper's head
+//! limits, an idle timer per connection fed by a count of requests in flight, and a stall
+//! watch that cuts a connection whose client stops accepting response bytes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -200,8 +201,12 @@ pub async fn serve<S, F>(
         };
         let _ = stream.set_nodelay(true);
         // WebSocket (docs/design.md §5.7): upgrades allowed; tunnels learn of shutdown via `Shutdown`.
-        let service =
-            crate::proxy::websocket::WithShutdown::new(make_service(), drain.signal.clone());
+        // A tunnel keeps the connection's place under `max_connections` (`seat.share()`).
+        let service = crate::proxy::websocket::WithShutdown::new(
+            make_service(),
+            drain.signal.clone(),
+            seat.share(),
+        );
         let service = Tracked {
             inner: service,
             load: load.clone(),
@@ -213,6 +218,7 @@ pub async fn serve<S, F>(
             seat,
             drain: drain.clone(),
             timeouts: (limits.header_read_timeout, limits.keep_alive_timeout),
+            write_timeout: limits.client_write_timeout,
             opened: Instant::now(),
         };
         tokio::spawn(connection.serve(service, builders.clone()));
@@ -282,12 +288,14 @@ struct Connection {
     drain: DrainHandle,
     /// `header_read_timeout` (before the first request), `keep_alive_timeout` (after).
     timeouts: (Duration, Duration),
+    /// `client_write_timeout`: a client that accepts no bytes for this long is cut.
+    write_timeout: Duration,
     opened: Instant,
 }
 
 impl Connection {
-    /// Sniffs the protocol, then serves the connection until it ends, drains, idles out or is
-    /// evicted.
+    /// Sniffs the protocol, then serves the connection until it ends, drains, idles out,
+    /// stalls (its client accepts nothing) or is evicted.
     async fn serve<S>(
         mut self,
         service: Tracked<crate::proxy::websocket::WithShutdown<S>>,
@@ -320,11 +328,15 @@ impl Connection {
                 conn: http1.serve_connection(io, service).with_upgrades(),
             }
         });
+        let mut stall = pin!(stalled(self.load.clone(), self.write_timeout));
         tokio::select! {
             _ = conn.as_mut() => {}
             _ = self.drain.draining() => {
                 conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stall.as_mut() => self.load.mark_stalled(),
+                }
             }
             _ = idle(self.load.clone(), first, next, opened) => {
                 // No request in flight: HTTP/1.1 closes now, h2c sends GOAWAY. A peer that
@@ -337,6 +349,9 @@ impl Connection {
                     _ = self.seat.evicted() => {}
                 }
             }
+            // The client stopped reading: dropping the connection drops its response bodies,
+            // which cancels their upstream streams and logs them `client_stalled`.
+            _ = stall.as_mut() => self.load.mark_stalled(),
             // Room for a newer connection (admin listener): closed at once, mid-head too.
             _ = self.seat.evicted() => {}
         }
@@ -425,6 +440,32 @@ async fn idle(load: Arc<Load>, first: Duration, next: Duration, not_before: Inst
             return;
         }
         tokio::time::sleep_until(deadline.min(now + step)).await;
+    }
+}
+
+/// Resolves once the connection's client has accepted no bytes for `limit` while a response
+/// waits to be written (docs/security.md): hyper asks a response body for its next frame only
+/// when the client has room (HTTP/1.1: the socket and hyper's write buffer; h2c: its flow
+/// control windows), so a body whose frame hyper has not come back for is waiting on the
+/// client. It looks every quarter `limit` and fires between `limit` and 1.5 `limit` into a
+/// stall; frames cost it one atomic add each (`Counted`).
+async fn stalled(load: Arc<Load>, limit: Duration) {
+    let step = limit / 4;
+    // The comeback count when bodies were first seen waiting, and when.
+    let mut waiting_since: Option<(u32, Instant)> = None;
+    loop {
+        tokio::time::sleep(step).await;
+        let (waiting, taken) = load.writes();
+        waiting_since = match waiting_since {
+            _ if waiting == 0 => None,
+            Some((seen, since)) if seen == taken => {
+                if since.elapsed() >= limit {
+                    return;
+                }
+                Some((seen, since))
+            }
+            _ => Some((taken, Instant::now())),
+        };
     }
 }
 
@@ -525,15 +566,19 @@ where
         let guard = this.guard.take();
         Poll::Ready(Ok(resp.map(|inner| Counted {
             inner,
-            _guard: guard,
+            guard,
+            waiting: false,
         })))
     }
 }
 
-/// A response body that keeps its request counted in flight until it is done.
+/// A response body that keeps its request counted in flight until it is done, and tells the
+/// connection's stall watch (`stalled`) when it waits for hyper to take a frame.
 pub struct Counted {
     inner: ProxyBody,
-    _guard: Option<InFlight>,
+    guard: Option<InFlight>,
+    /// A frame was handed out and hyper has not asked for the next one yet.
+    waiting: bool,
 }
 
 impl Body for Counted {
@@ -544,7 +589,19 @@ impl Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        let Some(InFlight(load)) = &this.guard else {
+            return Pin::new(&mut this.inner).poll_frame(cx);
+        };
+        if std::mem::take(&mut this.waiting) {
+            load.frame_taken();
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            this.waiting = true;
+            load.frame_out();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -553,6 +610,17 @@ impl Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let (true, Some(InFlight(load))) = (self.waiting, &self.guard) {
+            load.frame_dropped();
+            if load.is_stalled() {
+                self.inner.client_stalled();
+            }
+        }
     }
 }
 

@@ -72,9 +72,10 @@ const WAIT_BUCKETS: [f64; 12] = [
 /// Upstream error kinds.
 pub const ERROR_KINDS: [&str; 5] = ["connect", "tls", "proxy_connect", "timeout", "reset"];
 /// How a proxied response (or WebSocket tunnel) ended.
-pub const OUTCOMES: [&str; 7] = [
+pub const OUTCOMES: [&str; 8] = [
     "completed",
     "client_closed",
+    "client_stalled",
     "upstream_aborted",
     "idle_timeout",
     "shutdown",

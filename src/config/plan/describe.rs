@@ -84,13 +84,19 @@ impl Plan {
         );
         let _ = writeln!(
             out,
-            "connections: header_read_timeout {}, keep_alive_timeout {}, max_header_bytes {}, max_headers {}, max_connections {} per listener, max_concurrent_streams {}",
+            "connections: header_read_timeout {}, keep_alive_timeout {}, max_header_bytes {}, max_headers {}, max_connections {} per listener (WebSocket tunnels included), max_concurrent_streams {}",
             show_duration(l.header_read_timeout),
             show_duration(l.keep_alive_timeout),
             show_size(l.max_header_bytes),
             l.max_headers,
             l.max_connections,
             l.max_concurrent_streams,
+        );
+        let _ = writeln!(
+            out,
+            "client bounds: client_write_timeout {} (a client that accepts nothing), websocket_idle_timeout {}",
+            show_duration(l.client_write_timeout),
+            show_duration(l.websocket_idle_timeout),
         );
         let _ = writeln!(
             out,

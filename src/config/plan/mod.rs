@@ -131,6 +131,10 @@ pub struct Limits {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub stream_idle_timeout: Duration,
+    /// A response whose client accepts nothing for this long (with bytes waiting) is dropped.
+    pub client_write_timeout: Duration,
+    /// A WebSocket tunnel with no bytes either way for this long is closed.
+    pub websocket_idle_timeout: Duration,
     pub drain_timeout: Duration,
     pub pool_idle_timeout: Duration,
     /// Downstream connections (docs/security.md): time to send a request head.
@@ -163,6 +167,8 @@ impl Default for Limits {
             connect_timeout: config::DEFAULT_CONNECT_TIMEOUT,
             request_timeout: config::DEFAULT_REQUEST_TIMEOUT,
             stream_idle_timeout: config::DEFAULT_STREAM_IDLE_TIMEOUT,
+            client_write_timeout: config::DEFAULT_CLIENT_WRITE_TIMEOUT,
+            websocket_idle_timeout: config::DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
             drain_timeout: config::DEFAULT_DRAIN_TIMEOUT,
             pool_idle_timeout: config::DEFAULT_POOL_IDLE_TIMEOUT,
             header_read_timeout: config::DEFAULT_HEADER_READ_TIMEOUT,

@@ -147,6 +147,8 @@ pub(super) fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {
         "connect_timeout",
         "request_timeout",
         "stream_idle_timeout",
+        "client_write_timeout",
+        "websocket_idle_timeout",
         "drain_timeout",
         "pool_idle_timeout",
         "header_read_timeout",
@@ -177,10 +179,12 @@ pub(super) fn limits(node: &Node, errors: &mut Errors) -> Option<Limits> {
             None => {}
         }
     }
-    let durations: [(&str, &mut Duration); 10] = [
+    let durations: [(&str, &mut Duration); 12] = [
         ("connect_timeout", &mut l.connect_timeout),
         ("request_timeout", &mut l.request_timeout),
         ("stream_idle_timeout", &mut l.stream_idle_timeout),
+        ("client_write_timeout", &mut l.client_write_timeout),
+        ("websocket_idle_timeout", &mut l.websocket_idle_timeout),
         ("drain_timeout", &mut l.drain_timeout),
         ("pool_idle_timeout", &mut l.pool_idle_timeout),
         ("header_read_timeout", &mut l.header_read_timeout),
