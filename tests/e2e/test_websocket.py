@@ -21,7 +21,7 @@ def test_websocket_echo(proxy, path):
         assert ws.response.status_code == 101
         assert ws.response.headers.get("x-request-id")
         for i in range(10):
-            msg = f'{{"type":"response.create","i":{i}}}'
+            msg = f'{{"type":"session.update","i":{i}}}'
             ws.send(msg)
             assert ws.recv(timeout=10) == msg
         blob = bytes(range(256)) * 300
