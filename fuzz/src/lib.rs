@@ -56,6 +56,7 @@ pub fn credential(p: &ProviderPlan) -> (&HeaderName, &HeaderValue) {
     match &p.credential {
         Credential::Configured { name, value } => (name, value),
         Credential::Missing(why) => panic!("provider {} has no key: {why}", p.name),
+        Credential::Aws(_) => panic!("provider {} signs with AWS keys", p.name),
     }
 }
 
