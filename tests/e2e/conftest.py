@@ -204,7 +204,8 @@ class Proxy:
     config: Path
     admin: int
     ports: dict[str, int]
-    env: dict[str, str] = field(default_factory=dict)
+    # Never in a repr: pytest prints fixtures in a failing test's traceback.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def openai(self) -> int:
