@@ -6,6 +6,8 @@
 #
 # Usage: scripts/test.sh            (from any directory)
 # Env:   KEYPROXY_REQUIRE_ROOT_TESTS=1  fail instead of skipping tests that need root
+#        KEYPROXY_REQUIRE_REDIS=1       fail instead of skipping tests/shared_state.rs when
+#                                       /usr/bin/redis-server is missing
 #        PYTEST_ADDOPTS                 extra pytest options (standard pytest variable)
 set -euo pipefail
 

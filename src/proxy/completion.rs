@@ -95,14 +95,25 @@ impl Completion {
             self.route.metrics.tokens(u.counts());
             // Budgets count input + output tokens.
             let spent = u.input.unwrap_or(0) + u.output.unwrap_or(0);
-            let metrics = &self.route.registry;
+            // This process's budgets always (on_unavailable: local falls back to them); with
+            // shared_state also Redis's, whose view the gauges then show (shared/).
+            let metrics = (self.route.shared.is_none()).then_some(&self.route.registry);
             if let Some(b) = &self.route.budget {
                 b.charge(spent);
-                metrics.budget_spent("provider", &self.route.provider.name, b.spent());
+                if let Some(m) = metrics {
+                    m.budget_spent("provider", &self.route.provider.name, b.spent());
+                }
             }
             if let Some((c, b)) = caller.and_then(|c| c.budget.as_ref().map(|b| (c, b))) {
                 b.charge(spent);
-                metrics.budget_spent("caller", &c.name, b.spent());
+                if let Some(m) = metrics {
+                    m.budget_spent("caller", &c.name, b.spent());
+                }
+            }
+            if let Some(store) = &self.route.shared {
+                let keys = super::limits::charge_keys(&self.route, store, self.caller);
+                let id = self.request_id.to_str().unwrap_or("").to_owned();
+                store.charge(keys, spent, id);
             }
         }
         let caller_name = caller.map(|c| c.name.as_str());

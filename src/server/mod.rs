@@ -33,6 +33,8 @@ pub struct Shared {
     pub reload: Arc<tokio::sync::Notify>,
     /// The credential slots of providers with a cloud source, for `/ready`.
     pub cloud_credentials: std::sync::OnceLock<Vec<(String, Arc<crate::policy::reload::KeySlot>)>>,
+    /// The shared store (`shared_state`), for `/ready`.
+    pub shared_state: std::sync::OnceLock<Arc<crate::shared::Store>>,
 }
 
 impl Default for Shared {
@@ -43,6 +45,7 @@ impl Default for Shared {
             metrics: crate::telemetry::metrics::Metrics::new(),
             reload: Arc::default(),
             cloud_credentials: std::sync::OnceLock::new(),
+            shared_state: std::sync::OnceLock::new(),
         }
     }
 }
@@ -96,6 +99,13 @@ pub async fn run(
 ) -> Result<(), String> {
     let tls = upstream::tls_config(&plan.tls)?;
     let (usage_log, usage_writer) = open_usage_file(&plan, &shared)?;
+    let store = match &plan.shared_state {
+        Some(s) => Some(crate::shared::Store::new(s, &plan.tls, &shared.metrics)?),
+        None => None,
+    };
+    if let Some(store) = &store {
+        let _ = shared.shared_state.set(store.clone());
+    }
     let admin_addr = bound.admin_addr();
     let addrs = bound.provider_addrs();
     // Never drained (it answers 503 on /ready while the providers drain); lives until the end.
@@ -115,6 +125,7 @@ pub async fn run(
         ),
         registry: shared.metrics.clone(),
         draining: shared.draining.clone(),
+        shared: store.clone(),
     };
     let providers = std::mem::take(&mut plan.providers);
     for p in providers.iter().filter(|p| p.redact_upstream_host) {
@@ -162,6 +173,10 @@ pub async fn run(
             tokio::spawn(r.run(stop_rx_for_cloud.clone()));
         }
     }
+    if let Some(store) = store {
+        let watched = watched(&routes, &common.callers, &store);
+        tokio::spawn(store.monitor(watched, stop_rx_for_cloud.clone()));
+    }
     drop(routes);
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!(event = "startup", version = env!("CARGO_PKG_VERSION"), admin = %admin_addr, providers = provider_count);
@@ -177,6 +192,65 @@ pub async fn run(
     }
     tracing::info!(event = "shutdown", phase = "done", drained);
     Ok(())
+}
+
+/// Every window of every rate limit and budget, for the shared view (`/health`, gauges).
+fn watched(
+    routes: &[Arc<Route>],
+    callers: &[access::Caller],
+    store: &crate::shared::Store,
+) -> Vec<crate::shared::Watched> {
+    use crate::shared::{Watched, COUNTER, MINUTE, SECOND};
+    let mut out = Vec::new();
+    let budget = |out: &mut Vec<Watched>,
+                  scope: &'static str,
+                  name: &str,
+                  plan: &crate::policy::budget::BudgetPlan| {
+        let [m, h, t] = store.budget_keys(scope, name);
+        for (window, key, unit, limit) in [
+            ("minute", m, SECOND, plan.tokens_per_minute),
+            ("hour", h, MINUTE, plan.tokens_per_hour),
+            ("total", t, COUNTER, plan.tokens_total),
+        ] {
+            out.push(Watched {
+                scope,
+                name: name.to_owned(),
+                window,
+                key,
+                unit,
+                limit,
+            });
+        }
+    };
+    for r in routes {
+        let name = &r.provider.name;
+        if let Some(rl) = &r.provider.rate_limit {
+            for (window, unit, limit) in [
+                ("requests_per_minute", SECOND, rl.requests_per_minute),
+                ("requests_per_hour", MINUTE, rl.requests_per_hour),
+                ("bytes_per_minute", SECOND, rl.bytes_per_minute),
+            ] {
+                let key = store.key(&format!("rate:{name}:{window}"));
+                out.push(Watched {
+                    scope: "rate_limit",
+                    name: name.clone(),
+                    window,
+                    key,
+                    unit,
+                    limit,
+                });
+            }
+        }
+        if let Some(b) = &r.budget {
+            budget(&mut out, "provider", name, &b.plan);
+        }
+    }
+    for c in callers {
+        if let Some(b) = &c.budget {
+            budget(&mut out, "caller", &c.name, &b.plan);
+        }
+    }
+    out
 }
 
 /// The usage file's handle and its writer, when `observability.usage_file` is set.
