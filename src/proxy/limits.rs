@@ -26,7 +26,13 @@ pub(super) async fn check(
     };
     let (checks, limits) = shared_checks(route, store, declared, caller);
     match store.admit(&checks).await {
-        Decision::Admitted => Ok(()),
+        Decision::Admitted => {
+            // This replica's own windows count its traffic too: `local` starts from them.
+            if let Some(limiter) = &route.limiter {
+                limiter.record(declared);
+            }
+            Ok(())
+        }
         Decision::Refused { index, retry_after } => {
             let limit = checks.get(index).map_or(0, |c| c.limit);
             Err(match limits.into_iter().nth(index) {
