@@ -116,7 +116,7 @@ pub struct BenchConfig {
 
 /// The groups of scenarios `KEYPROXY_BENCH_ONLY` can name (idle memory and the preflight always
 /// run).
-pub const GROUPS: [&str; 7] = [
+pub const GROUPS: [&str; 8] = [
     "small",
     "sse",
     "upload",
@@ -124,6 +124,7 @@ pub const GROUPS: [&str; 7] = [
     "tunnel",
     "lifecycle",
     "limiting",
+    "shared_state",
 ];
 
 fn pairs(var: &str) -> Vec<(String, String)> {
@@ -256,10 +257,23 @@ pub struct Upstream {
 impl ProxyProcess {
     /// Writes a config and spawns the proxy, without waiting for it.
     pub fn spawn_only(dir: &Path, up: &Upstream, extra: &str, name: &str) -> ProxyProcess {
+        Self::spawn_with(dir, up, extra, "", &[], name)
+    }
+
+    /// As `spawn_only`, with `provider` keys added to the provider's mapping (e.g.
+    /// `rate_limit: {...}`) and `env` set for the process.
+    pub fn spawn_with(
+        dir: &Path,
+        up: &Upstream,
+        extra: &str,
+        provider: &str,
+        env: &[(&str, &str)],
+        name: &str,
+    ) -> ProxyProcess {
         let (port, admin) = (free_port(), free_port());
         let config = dir.join(format!("{name}.yaml"));
         let yaml = format!(
-            "admin: {{listen: '127.0.0.1:{admin}'}}\ntls: {{extra_ca_file: '{}'}}\nlimits: {{drain_timeout: 1s, max_connections: 20000}}\n{extra}\nproviders:\n  bench: {{listen: '127.0.0.1:{port}', upstream: 'https://api.openai.com', upstream_address: '{}', api_key: env:BENCH_KEY, auth: {{header: authorization, prefix: 'Bearer '}}}}\n",
+            "admin: {{listen: '127.0.0.1:{admin}'}}\ntls: {{extra_ca_file: '{}'}}\nlimits: {{drain_timeout: 1s, max_connections: 20000}}\n{extra}\nproviders:\n  bench: {{listen: '127.0.0.1:{port}', upstream: 'https://api.openai.com', upstream_address: '{}', api_key: env:BENCH_KEY, auth: {{header: authorization, prefix: 'Bearer '}}{provider}}}\n",
             up.ca.display(),
             up.mock,
         );
@@ -269,6 +283,7 @@ impl ProxyProcess {
             .arg("--config")
             .arg(&config)
             .env("BENCH_KEY", &up.key)
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log))
             .stderr(Stdio::inherit())
             .spawn()

@@ -99,8 +99,14 @@ pub async fn run(
 ) -> Result<(), String> {
     let tls = upstream::tls_config(&plan.tls)?;
     let (usage_log, usage_writer) = open_usage_file(&plan, &shared)?;
+    let worker_count = plan.limits.workers.unwrap_or_else(workers::default_count);
     let store = match &plan.shared_state {
-        Some(s) => Some(crate::shared::Store::new(s, &plan.tls, &shared.metrics)?),
+        Some(s) => Some(crate::shared::Store::new(
+            s,
+            &plan.tls,
+            worker_count,
+            &shared.metrics,
+        )?),
         None => None,
     };
     if let Some(store) = &store {
@@ -114,7 +120,7 @@ pub async fn run(
     let common = Common {
         tls,
         limits: plan.limits,
-        workers: plan.limits.workers.unwrap_or_else(workers::default_count),
+        workers: worker_count,
         token_usage: plan.observability.token_usage,
         usage_log,
         callers: Arc::new(

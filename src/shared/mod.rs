@@ -85,15 +85,17 @@ pub struct Store {
 }
 
 impl Store {
-    /// The store of `plan`; nothing is dialled yet (the monitor's first ping connects).
+    /// The store of `plan`; nothing is dialled yet (the monitor's first ping connects, each
+    /// worker's first request its own connection).
     pub fn new(
         plan: &SharedStatePlan,
         tls: &TlsPlan,
+        workers: usize,
         registry: &Arc<Metrics>,
     ) -> Result<Arc<Store>, String> {
         let metrics = registry.shared_state();
         Ok(Arc::new(Store {
-            redis: redis::Redis::new(plan, tls)?,
+            redis: redis::Redis::new(plan, tls, workers)?,
             prefix: plan.key_prefix.clone(),
             timeout: plan.timeout,
             on_unavailable: plan.on_unavailable,
@@ -133,7 +135,7 @@ impl Store {
             .flat_map(|c| [c.unit, c.limit, c.need, c.incr])
             .collect();
         let start = Instant::now();
-        let answer = self.redis.admit(&keys, &args, self.timeout).await;
+        let answer = self.redis.admit(&keys, &args, self.timeout, false).await;
         match answer {
             Ok(v) => {
                 self.answered("admit", start);
@@ -239,7 +241,7 @@ impl Store {
             .collect();
         let keys: Vec<String> = checks.iter().map(|c| c.key.clone()).collect();
         let args: Vec<u64> = checks.iter().flat_map(|c| [c.unit, 0, 0, 0]).collect();
-        let Ok(v) = self.redis.admit(&keys, &args, self.timeout).await else {
+        let Ok(v) = self.redis.admit(&keys, &args, self.timeout, true).await else {
             return;
         };
         let mut view = Map::new();

@@ -2,6 +2,7 @@
 //! (`ConnectionManager`), the two Lua scripts (admission, charge) run by EVALSHA, and the
 //! TLS roots of `rediss://` taken from the proxy's `tls:` plan.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -17,46 +18,45 @@ use crate::config::shared_state::SharedStatePlan;
 /// 60 buckets (field = Unix time / unit), as `policy/ratelimit.rs` keeps in memory.
 /// Returns `{0, 0, sum1, reset1, ...}` (reset: seconds until the oldest bucket leaves, -1
 /// when empty or a counter), or `{i, retry_after}` when key `i` refuses (-1: never frees up).
+/// Kept cheap, since Redis runs it for every request: one pass per window, sorting only to
+/// answer a refusal, EXPIRE only when a bucket is created.
 const ADMIT: &str = r#"
 local now = tonumber(redis.call('TIME')[1])
 local out = {0, 0}
-local function window(key, unit)
-  local stamp = math.floor(now / unit)
-  local all = redis.call('HGETALL', key)
-  local live, sum = {}, 0
-  for j = 1, #all, 2 do
-    local s, c = tonumber(all[j]), tonumber(all[j + 1])
-    if s and c and s <= stamp and stamp - s < 60 then
-      sum = sum + c
-      live[#live + 1] = {s, c}
-    else
-      redis.call('HDEL', key, all[j])
-    end
-  end
-  table.sort(live, function(a, b) return a[1] < b[1] end)
-  return sum, live, stamp
-end
 for i = 1, #KEYS do
   local unit, limit, need = tonumber(ARGV[4*i-3]), tonumber(ARGV[4*i-2]), tonumber(ARGV[4*i-1])
-  local sum, live, stamp, reset = 0, {}, 0, -1
+  local sum, reset, oldest, live = 0, -1, nil, nil
   if unit == 0 then
     sum = tonumber(redis.call('GET', KEYS[i]) or '0')
   else
-    sum, live, stamp = window(KEYS[i], unit)
-    if #live > 0 then reset = (live[1][1] + 60) * unit - now end
-  end
-  if need > 0 and sum + need > limit then
-    if unit == 0 then return {i, -1} end
-    local retry, total = (stamp + 60) * unit - now, sum
-    for _, b in ipairs(live) do
-      total = total - b[2]
-      if total + need <= limit then
-        retry = (b[1] + 60) * unit - now
-        break
+    local stamp = math.floor(now / unit)
+    local all = redis.call('HGETALL', KEYS[i])
+    live = {}
+    for j = 1, #all, 2 do
+      local s, c = tonumber(all[j]), tonumber(all[j + 1])
+      if s and c and s <= stamp and stamp - s < 60 then
+        sum = sum + c
+        live[#live + 1] = {s, c}
+        if oldest == nil or s < oldest then oldest = s end
+      else
+        redis.call('HDEL', KEYS[i], all[j])
       end
     end
-    return {i, retry}
+    if oldest then reset = (oldest + 60) * unit - now end
+    if need > 0 and sum + need > limit then
+      table.sort(live, function(a, b) return a[1] < b[1] end)
+      local retry, total = (stamp + 60) * unit - now, sum
+      for _, b in ipairs(live) do
+        total = total - b[2]
+        if total + need <= limit then
+          retry = (b[1] + 60) * unit - now
+          break
+        end
+      end
+      return {i, retry}
+    end
   end
+  if need > 0 and sum + need > limit then return {i, -1} end
   out[#out + 1] = sum
   out[#out + 1] = reset
 end
@@ -65,8 +65,8 @@ for i = 1, #KEYS do
   if incr > 0 then
     if unit == 0 then
       redis.call('INCRBY', KEYS[i], incr)
-    else
-      redis.call('HINCRBY', KEYS[i], math.floor(now / unit), incr)
+    elseif redis.call('HINCRBY', KEYS[i], math.floor(now / unit), incr) == incr then
+      -- A new bucket (at most one per unit): the key outlives it by the window's span.
       redis.call('EXPIRE', KEYS[i], unit * 61)
     end
     out[2 * i + 1] = out[2 * i + 1] + incr
@@ -81,10 +81,12 @@ const CHARGE: &str = r#"
 local now = tonumber(redis.call('TIME')[1])
 local t = tonumber(ARGV[1])
 for i = 1, #KEYS, 3 do
-  redis.call('HINCRBY', KEYS[i], now, t)
-  redis.call('EXPIRE', KEYS[i], 61)
-  redis.call('HINCRBY', KEYS[i + 1], math.floor(now / 60), t)
-  redis.call('EXPIRE', KEYS[i + 1], 3660)
+  if redis.call('HINCRBY', KEYS[i], now, t) == t then
+    redis.call('EXPIRE', KEYS[i], 61)
+  end
+  if redis.call('HINCRBY', KEYS[i + 1], math.floor(now / 60), t) == t then
+    redis.call('EXPIRE', KEYS[i + 1], 3660)
+  end
   redis.call('INCRBY', KEYS[i + 2], t)
 end
 return 1
@@ -98,9 +100,15 @@ pub struct Failure {
     pub message: String,
 }
 
-/// The connection and the scripts.
+/// The connections and the scripts.
 pub struct Redis {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// The monitor's, made at start on the main runtime.
     conn: ConnectionManager,
+    /// One per worker (`server::workers`), made by its first request on that worker's
+    /// thread, so a request's Redis I/O runs on its own thread, as its upstream pool does.
+    per_worker: Vec<OnceLock<ConnectionManager>>,
     admit: Script,
     charge: Script,
     /// The URL's user name and password, cut out of any error message.
@@ -110,7 +118,7 @@ pub struct Redis {
 impl Redis {
     /// Builds the client; connects lazily (the first operation, or the monitor's first ping),
     /// so a Redis that is down at start does not stop the proxy.
-    pub fn new(plan: &SharedStatePlan, tls: &TlsPlan) -> Result<Redis, String> {
+    pub fn new(plan: &SharedStatePlan, tls: &TlsPlan, workers: usize) -> Result<Redis, String> {
         let url = plan.url.expose();
         let hidden = credentials_of(url);
         let what = format!("the Redis URL in {}", plan.redis_ref);
@@ -135,14 +143,31 @@ impl Redis {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| format!("{what} is not usable ({})", e.category()))?;
         Ok(Redis {
+            client,
+            config,
             conn,
+            per_worker: (0..workers.max(1)).map(|_| OnceLock::new()).collect(),
             admit: Script::new(ADMIT),
             charge: Script::new(CHARGE),
             hidden,
         })
+    }
+
+    /// This worker's connection (the monitor's outside any worker, or if one cannot be made).
+    fn worker_conn(&self) -> ConnectionManager {
+        let Some(slot) = self.per_worker.get(crate::upstream::pool::current_worker()) else {
+            return self.conn.clone();
+        };
+        if let Some(c) = slot.get() {
+            return c.clone();
+        }
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(c) => slot.get_or_init(|| c).clone(),
+            Err(_) => self.conn.clone(),
+        }
     }
 
     /// The admission script over `keys`, `args` four per key (see `ADMIT`).
@@ -151,6 +176,7 @@ impl Redis {
         keys: &[String],
         args: &[u64],
         limit: Duration,
+        monitor: bool,
     ) -> Result<Vec<i64>, Failure> {
         let mut inv = self.admit.prepare_invoke();
         for k in keys {
@@ -159,7 +185,11 @@ impl Redis {
         for a in args {
             inv.arg(*a);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = if monitor {
+            self.conn.clone()
+        } else {
+            self.worker_conn()
+        };
         self.bounded(limit, async move { inv.invoke_async(&mut conn).await })
             .await
     }
@@ -176,7 +206,7 @@ impl Redis {
             inv.key(k);
         }
         inv.arg(tokens);
-        let mut conn = self.conn.clone();
+        let mut conn = self.worker_conn();
         self.bounded(
             limit,
             async move { inv.invoke_async::<i64>(&mut conn).await },
@@ -185,15 +215,25 @@ impl Redis {
         .map(|_| ())
     }
 
-    /// PING, and how long it took.
+    /// PING on the monitor's connection (how long it took: Redis's own round trip), then on
+    /// every worker's made so far, so each one reconnects, and Redis counts as back only once
+    /// all of them answer.
     pub async fn ping(&self, limit: Duration) -> Result<Duration, Failure> {
-        let mut conn = self.conn.clone();
         let start = Instant::now();
+        self.ping_on(self.conn.clone(), limit).await?;
+        let rtt = start.elapsed();
+        for c in self.per_worker.iter().filter_map(OnceLock::get) {
+            self.ping_on(c.clone(), limit).await?;
+        }
+        Ok(rtt)
+    }
+
+    async fn ping_on(&self, mut conn: ConnectionManager, limit: Duration) -> Result<(), Failure> {
         self.bounded(limit, async move {
             redis::cmd("PING").query_async::<String>(&mut conn).await
         })
         .await
-        .map(|_| start.elapsed())
+        .map(|_| ())
     }
 
     async fn bounded<T>(
