@@ -683,3 +683,128 @@ async fn failover_to_a_promoted_replica() {
     assert_clean(&p.output());
     assert_clean(&p.metrics().await);
 }
+
+/// The admission script itself, against a real Redis: the local limiter's answers (sliding
+/// windows, `Retry-After`, bytes over the limit, totals) and all-or-nothing counting. Old
+/// buckets are written directly, at Redis's own clock, to stand for earlier traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_script_matches_the_local_windows() {
+    use llm_keyproxy::config::plan::TlsPlan;
+    use llm_keyproxy::config::secret::{Secret, SecretRef};
+    use llm_keyproxy::config::shared_state::{OnUnavailable, SharedStatePlan};
+    use llm_keyproxy::shared::{Check, Decision, Store, COUNTER, MINUTE, SECOND};
+    if !have_redis() {
+        return;
+    }
+    let redis = RedisServer::start(free_port(), &[]);
+    let plan = SharedStatePlan {
+        redis_ref: SecretRef::Env("UNUSED".into()),
+        url: Secret::new(redis.url()),
+        tls: false,
+        key_prefix: "script".into(),
+        timeout: Duration::from_secs(2),
+        on_unavailable: OnUnavailable::Deny,
+    };
+    let tls = TlsPlan {
+        webpki: true,
+        native: false,
+        extra_ca_file: None,
+        extra_cas: Vec::new(),
+    };
+    let metrics = llm_keyproxy::telemetry::metrics::Metrics::new();
+    let store = Store::new(&plan, &tls, 1, &metrics).unwrap();
+    let check = |key: &str, unit, limit, need, incr| Check {
+        key: store.key(key),
+        unit,
+        limit,
+        need,
+        incr,
+    };
+    let now: Vec<String> = redis.cmd(&["TIME"]);
+    let now: u64 = now[0].parse().unwrap();
+    let sum = |key: &str| -> u64 {
+        let h: std::collections::HashMap<String, u64> = redis.cmd(&["HGETALL", &store.key(key)]);
+        h.values().sum()
+    };
+
+    // Per minute, sliding: a request 30 s ago and a stale one 60 s ago (not counted, removed).
+    let rpm = store.key("rpm");
+    let _: i64 = redis.cmd(&["HSET", &rpm, &(now - 30).to_string(), "1"]);
+    let _: i64 = redis.cmd(&["HSET", &rpm, &(now - 60).to_string(), "5"]);
+    let c = [check("rpm", SECOND, 3, 1, 1)];
+    assert_eq!(store.admit(&c).await, Decision::Admitted);
+    assert_eq!(store.admit(&c).await, Decision::Admitted);
+    match store.admit(&c).await {
+        Decision::Refused {
+            index: 0,
+            retry_after: Some(r),
+        } => assert!(
+            (29..=30).contains(&r),
+            "the 30 s old request leaves first: {r}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        sum("rpm"),
+        3,
+        "stale bucket removed, refused request not counted"
+    );
+
+    // Per hour (1-minute buckets): one request 10 minutes ago fills a limit of 1.
+    let rph = store.key("rph");
+    let _: i64 = redis.cmd(&["HSET", &rph, &(now / 60 - 10).to_string(), "1"]);
+    match store.admit(&[check("rph", MINUTE, 1, 1, 1)]).await {
+        Decision::Refused {
+            retry_after: Some(r),
+            ..
+        } => assert!((2940..=3000).contains(&r), "{r}"),
+        other => panic!("{other:?}"),
+    }
+
+    // Bytes: exactly at the limit is allowed; one byte more waits; over the limit alone: 60 s.
+    assert_eq!(
+        store.admit(&[check("bpm", SECOND, 1000, 1000, 1000)]).await,
+        Decision::Admitted
+    );
+    assert!(matches!(
+        store.admit(&[check("bpm", SECOND, 1000, 1, 1)]).await,
+        Decision::Refused {
+            retry_after: Some(60),
+            ..
+        }
+    ));
+    assert!(matches!(
+        store
+            .admit(&[check("bpm2", SECOND, 1000, 1001, 1001)])
+            .await,
+        Decision::Refused {
+            retry_after: Some(60),
+            ..
+        }
+    ));
+
+    // A total (plain counter): refused while spent >= limit, never frees up.
+    let _: () = redis.cmd(&["SET", &store.key("total"), "100"]);
+    let budget = check("total", COUNTER, 100, 1, 0);
+    assert_eq!(
+        store.admit(std::slice::from_ref(&budget)).await,
+        Decision::Refused {
+            index: 0,
+            retry_after: None
+        }
+    );
+
+    // All or nothing: a rate limit that passes is not counted when a later budget refuses.
+    let both = [check("rpm-both", SECOND, 10, 1, 1), budget];
+    assert!(matches!(
+        store.admit(&both).await,
+        Decision::Refused { index: 1, .. }
+    ));
+    assert_eq!(sum("rpm-both"), 0);
+    let _: () = redis.cmd(&["SET", &store.key("total"), "99"]);
+    assert_eq!(store.admit(&both).await, Decision::Admitted);
+    assert_eq!(sum("rpm-both"), 1);
+    // Every key is under the hash tag of the prefix (one Cluster slot).
+    let keys: Vec<String> = redis.cmd(&["KEYS", "*"]);
+    assert!(keys.iter().all(|k| k.starts_with("{script}:")), "{keys:?}");
+}

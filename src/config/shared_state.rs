@@ -163,6 +163,11 @@ mod tests {
             Some("redis://:pw-CANARY@127.0.0.1:6379"),
         )
         .unwrap();
+        let check = p.describe();
+        assert!(
+            check.contains("shared_state: env:URL (redis)") && !check.contains("CANARY"),
+            "{check}"
+        );
         let s = p.shared_state.unwrap();
         assert_eq!(s.key_prefix, "keyproxy");
         assert_eq!(s.timeout, std::time::Duration::from_millis(50));
