@@ -2,7 +2,8 @@
 //! free ports (`--save '' --appendonly no`), never a mock, and real proxy processes (the
 //! binary): one rate limit and one budget across three replicas; Redis killed and restarted
 //! under each `on_unavailable`; down at start; slow (DEBUG SLEEP); failover to a promoted
-//! replica behind an address we move; the Redis password never in any output.
+//! replica behind an address we move; `rediss://` with the proxy's roots; the admission
+//! script's answers; the Redis password never in any output.
 
 mod common;
 
@@ -807,4 +808,104 @@ async fn admission_script_matches_the_local_windows() {
     // Every key is under the hash tag of the prefix (one Cluster slot).
     let keys: Vec<String> = redis.cmd(&["KEYS", "*"]);
     assert!(keys.iter().all(|k| k.starts_with("{script}:")), "{keys:?}");
+}
+
+/// `rediss://`: Redis with TLS (the Debian build has it), trusted through the proxy's own
+/// `tls.extra_ca_file`; a proxy whose roots lack Redis's CA never connects (and says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_uses_the_proxy_tls_roots() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    if !have_redis() {
+        return;
+    }
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let (ca_file, cert_file, key_file) = (tmp("redis-ca.pem"), tmp("redis.pem"), tmp("redis.key"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
+    let port = free_port();
+    let _redis = KillOnDrop(
+        Command::new(REDIS)
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                PASSWORD,
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert_file)
+            .arg("--tls-key-file")
+            .arg(&key_file)
+            .arg("--tls-ca-cert-file")
+            .arg(&ca_file)
+            .args(["--tls-auth-clients", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server (TLS) did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mock, mock_ca) = mock_and_ca().await;
+    let both = tmp("both-ca.pem");
+    std::fs::write(
+        &both,
+        format!("{}{}", std::fs::read_to_string(&mock_ca).unwrap(), ca.pem()),
+    )
+    .unwrap();
+    let url = format!("rediss://:{PASSWORD}@127.0.0.1:{port}");
+    let shared = "key_prefix: tls, timeout: 500ms, on_unavailable: deny";
+    let p = Proxy::spawn("rediss", &mock, &both, &url, shared);
+    p.started().await;
+    p.wait_up().await;
+    for _ in 0..6 {
+        let (a, _) = timed(chat(p.openai, false)).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    let (a, _) = timed(chat(p.openai, false)).await;
+    assert_eq!(a.status, 429, "{}", a.text());
+
+    // Roots without Redis's CA: the handshake fails, so deny answers and /ready says why.
+    let untrusting = Proxy::spawn("rediss-untrusted", &mock, &mock_ca, &url, shared);
+    untrusting.started().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(untrusting.ready().await, 503);
+    let (a, _) = timed(chat(untrusting.openai, false)).await;
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert_eq!(untrusting.events("shared_state_unavailable").len(), 1);
+    assert_clean(&p.output());
+    assert_clean(&untrusting.output());
+}
+
+/// A child process we started, killed (by its pid) when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
