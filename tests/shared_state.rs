@@ -573,7 +573,11 @@ async fn down_at_start_then_slow() {
         let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
         let _: redis::RedisResult<String> = redis::cmd("DEBUG").arg("SLEEP").arg("3").query(&mut c);
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until Redis stops answering (the sleep has begun), as a client would see it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answers_within(port, Duration::from_millis(200)) {
+        assert!(Instant::now() < deadline, "DEBUG SLEEP never took hold");
+    }
     let (a, took) = timed(chat(p.openai, false)).await;
     assert_eq!(a.status, 503, "{}", a.text());
     assert!(
@@ -594,6 +598,17 @@ async fn down_at_start_then_slow() {
     assert_eq!(a.status, 200, "{}", a.text());
     assert_clean(&p.output());
     assert_clean(&m);
+}
+
+/// True when Redis answers a PING (any reply, even NOAUTH) within `limit`.
+fn answers_within(port: u16, limit: Duration) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(limit));
+    let mut buf = [0u8; 64];
+    s.write_all(b"PING\r\n").is_ok() && matches!(s.read(&mut buf), Ok(n) if n > 0)
 }
 
 /// A TCP address we move from one Redis to another, as a VIP, DNS name or Sentinel-managed

@@ -180,7 +180,20 @@ pub async fn run(
         }
     }
     if let Some(store) = store {
-        let watched = watched(&routes, &common.callers, &store);
+        let watched = store.watched(
+            routes.iter().map(|r| {
+                let plan = &r.provider;
+                (
+                    plan.name.as_str(),
+                    plan.rate_limit.as_ref(),
+                    plan.budget.as_ref(),
+                )
+            }),
+            common
+                .callers
+                .iter()
+                .filter_map(|c| Some((c.name.as_str(), &c.budget.as_ref()?.plan))),
+        );
         tokio::spawn(store.monitor(watched, stop_rx_for_cloud.clone()));
     }
     drop(routes);
@@ -198,65 +211,6 @@ pub async fn run(
     }
     tracing::info!(event = "shutdown", phase = "done", drained);
     Ok(())
-}
-
-/// Every window of every rate limit and budget, for the shared view (`/health`, gauges).
-fn watched(
-    routes: &[Arc<Route>],
-    callers: &[access::Caller],
-    store: &crate::shared::Store,
-) -> Vec<crate::shared::Watched> {
-    use crate::shared::{Watched, COUNTER, MINUTE, SECOND};
-    let mut out = Vec::new();
-    let budget = |out: &mut Vec<Watched>,
-                  scope: &'static str,
-                  name: &str,
-                  plan: &crate::policy::budget::BudgetPlan| {
-        let [m, h, t] = store.budget_keys(scope, name);
-        for (window, key, unit, limit) in [
-            ("minute", m, SECOND, plan.tokens_per_minute),
-            ("hour", h, MINUTE, plan.tokens_per_hour),
-            ("total", t, COUNTER, plan.tokens_total),
-        ] {
-            out.push(Watched {
-                scope,
-                name: name.to_owned(),
-                window,
-                key,
-                unit,
-                limit,
-            });
-        }
-    };
-    for r in routes {
-        let name = &r.provider.name;
-        if let Some(rl) = &r.provider.rate_limit {
-            for (window, unit, limit) in [
-                ("requests_per_minute", SECOND, rl.requests_per_minute),
-                ("requests_per_hour", MINUTE, rl.requests_per_hour),
-                ("bytes_per_minute", SECOND, rl.bytes_per_minute),
-            ] {
-                let key = store.key(&format!("rate:{name}:{window}"));
-                out.push(Watched {
-                    scope: "rate_limit",
-                    name: name.clone(),
-                    window,
-                    key,
-                    unit,
-                    limit,
-                });
-            }
-        }
-        if let Some(b) = &r.budget {
-            budget(&mut out, "provider", name, &b.plan);
-        }
-    }
-    for c in callers {
-        if let Some(b) = &c.budget {
-            budget(&mut out, "caller", &c.name, &b.plan);
-        }
-    }
-    out
 }
 
 /// The usage file's handle and its writer, when `observability.usage_file` is set.

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::config::plan::TlsPlan;
+use crate::config::plan::{RateLimitPlan, TlsPlan};
+use crate::config::policy::BudgetPlan;
 use crate::config::shared_state::{OnUnavailable, SharedStatePlan};
 use crate::telemetry::metrics::{Metrics, SharedStateMetrics};
 use fallback::Episodes;
@@ -117,6 +118,63 @@ impl Store {
     /// The three keys of a budget (`scope` provider or caller): minute, hour, total.
     pub fn budget_keys(&self, scope: &str, name: &str) -> [String; 3] {
         ["minute", "hour", "total"].map(|w| self.key(&format!("budget:{scope}:{name}:{w}")))
+    }
+
+    /// Every window of every rate limit (`providers`: name, rate limit, budget) and budget
+    /// (also `callers`'), for the shared view.
+    pub fn watched<'a>(
+        &self,
+        providers: impl Iterator<Item = (&'a str, Option<&'a RateLimitPlan>, Option<&'a BudgetPlan>)>,
+        callers: impl Iterator<Item = (&'a str, &'a BudgetPlan)>,
+    ) -> Vec<Watched> {
+        let mut out = Vec::new();
+        let mut budget = |scope: &'static str, name: &str, plan: &BudgetPlan| {
+            let [m, h, t] = self.budget_keys(scope, name);
+            for (window, key, unit, limit) in [
+                ("minute", m, SECOND, plan.tokens_per_minute),
+                ("hour", h, MINUTE, plan.tokens_per_hour),
+                ("total", t, COUNTER, plan.tokens_total),
+            ] {
+                let name = name.to_owned();
+                out.push(Watched {
+                    scope,
+                    name,
+                    window,
+                    key,
+                    unit,
+                    limit,
+                });
+            }
+        };
+        let mut rates = Vec::new();
+        for (name, rate, plan) in providers {
+            if let Some(rl) = rate {
+                for (window, unit, limit) in [
+                    ("requests_per_minute", SECOND, rl.requests_per_minute),
+                    ("requests_per_hour", MINUTE, rl.requests_per_hour),
+                    ("bytes_per_minute", SECOND, rl.bytes_per_minute),
+                ] {
+                    if limit.is_some() {
+                        rates.push(Watched {
+                            scope: "rate_limit",
+                            name: name.to_owned(),
+                            window,
+                            key: self.key(&format!("rate:{name}:{window}")),
+                            unit,
+                            limit,
+                        });
+                    }
+                }
+            }
+            if let Some(plan) = plan {
+                budget("provider", name, plan);
+            }
+        }
+        for (name, plan) in callers {
+            budget("caller", name, plan);
+        }
+        rates.extend(out);
+        rates
     }
 
     /// True while Redis answers within `timeout`.
