@@ -116,6 +116,14 @@ fn exposition() -> Exposition {
     m.credential_expiry("docs", None);
     // Shared-state series exist only with `shared_state` configured.
     let _ = m.shared_state();
+    m.shared_window(
+        "rate_limit",
+        "docs",
+        "requests_per_minute",
+        0,
+        Some(1),
+        None,
+    );
     let text = m.encode();
     let mut e = Exposition {
         types: BTreeMap::new(),

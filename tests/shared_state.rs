@@ -400,9 +400,27 @@ async fn three_replicas_share_one_rate_limit_and_one_budget() {
         shared["view"]["rate_limit:openai"]["requests_per_minute"]["used"], 6,
         "{v}"
     );
+    // So does /metrics on every replica, whichever served the requests.
     for p in &proxies {
+        let m = p.metrics().await;
+        let rpm = r#"{scope="rate_limit",name="openai",window="requests_per_minute"}"#;
+        assert_eq!(
+            metric_value(&m, &format!("keyproxy_shared_window_used{rpm}")),
+            6.0,
+            "{m}"
+        );
+        assert_eq!(
+            metric_value(&m, &format!("keyproxy_shared_window_remaining{rpm}")),
+            0.0
+        );
+        assert!(metric_value(&m, &format!("keyproxy_shared_window_reset_seconds{rpm}")) > 0.0);
+        let total = r#"{scope="provider",name="budgeted",window="total"}"#;
+        assert_eq!(
+            metric_value(&m, &format!("keyproxy_budget_spent_tokens{total}")),
+            spent as f64
+        );
         assert_clean(&p.output());
-        assert_clean(&p.metrics().await);
+        assert_clean(&m);
     }
     assert_clean(&health.text());
 }

@@ -311,6 +311,9 @@ impl Store {
             let entry = view
                 .entry(format!("{}:{}", w.scope, w.name))
                 .or_insert_with(|| Value::Object(Map::new()));
+            let resets_in = u64::try_from(reset).ok();
+            self.registry
+                .shared_window(w.scope, &w.name, w.window, used, w.limit, resets_in);
             entry[w.window] = json!({
                 "used": used,
                 "limit": w.limit,

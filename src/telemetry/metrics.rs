@@ -44,6 +44,9 @@ pub const SHARED_STATE_LATENCY: &str = "shared_state_latency_seconds";
 pub const SHARED_STATE_ERRORS: &str = "shared_state_errors";
 pub const SHARED_STATE_FALLBACKS: &str = "shared_state_fallbacks";
 pub const SHARED_STATE_UNCHARGED: &str = "shared_state_uncharged_tokens";
+pub const SHARED_WINDOW_USED: &str = "shared_window_used";
+pub const SHARED_WINDOW_REMAINING: &str = "shared_window_remaining";
+pub const SHARED_WINDOW_RESET: &str = "shared_window_reset_seconds";
 
 /// Buckets from 0.5 ms (a small JSON call) to 30 minutes (a long stream).
 const DURATION_BUCKETS: [f64; 20] = [
@@ -152,6 +155,9 @@ pub struct Metrics {
     shared_errors: ByName,
     shared_fallbacks: ByName,
     shared_uncharged: ByName,
+    shared_used: Family<Vec<(&'static str, String)>, Gauge>,
+    shared_remaining: Family<Vec<(&'static str, String)>, Gauge>,
+    shared_reset: Family<Vec<(&'static str, String)>, Gauge>,
     /// When the registry was made (the process start): AWF's `uptime_seconds`.
     pub started: std::time::Instant,
 }
@@ -202,6 +208,9 @@ impl Metrics {
             shared_errors: Family::default(),
             shared_fallbacks: Family::default(),
             shared_uncharged: Family::default(),
+            shared_used: Family::default(),
+            shared_remaining: Family::default(),
+            shared_reset: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -345,6 +354,21 @@ impl Metrics {
             "Tokens whose charge to the shared store got no answer (sent once, never retried)",
             m.shared_uncharged.clone(),
         );
+        r.register(
+            SHARED_WINDOW_USED,
+            "With shared_state: use of a window across every replica (scope rate_limit, provider or caller)",
+            m.shared_used.clone(),
+        );
+        r.register(
+            SHARED_WINDOW_REMAINING,
+            "With shared_state: what a configured limit leaves in its window across every replica",
+            m.shared_remaining.clone(),
+        );
+        r.register(
+            SHARED_WINDOW_RESET,
+            "With shared_state: seconds until the oldest use leaves the window (0: empty, or a total)",
+            m.shared_reset.clone(),
+        );
         // The admin listener's series exists from the start, like every provider's.
         let _ = m.connections_refused("admin", "evicted");
         r.register(
@@ -442,6 +466,31 @@ impl Metrics {
             fallbacks: by("mode", &SHARED_STATE_MODES, &self.shared_fallbacks),
             uncharged_tokens: self.shared_uncharged.get_or_create_owned(&store()),
         }
+    }
+
+    /// Publishes one window of the shared view (read from Redis every second).
+    pub fn shared_window(
+        &self,
+        scope: &'static str,
+        name: &str,
+        window: &'static str,
+        used: u64,
+        limit: Option<u64>,
+        resets_in: Option<u64>,
+    ) {
+        let labels = vec![
+            ("scope", scope.to_owned()),
+            ("name", name.to_owned()),
+            ("window", window.to_owned()),
+        ];
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.shared_used.get_or_create(&labels).set(n(used));
+        if let Some(limit) = limit {
+            let left = n(limit.saturating_sub(used));
+            self.shared_remaining.get_or_create(&labels).set(left);
+        }
+        let reset = n(resets_in.unwrap_or(0));
+        self.shared_reset.get_or_create(&labels).set(reset);
     }
 
     /// The OpenMetrics text exposition.
