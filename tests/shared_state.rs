@@ -33,8 +33,12 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Configs, certificates and the proxies' output, under `target/test-logs/` (where
+/// `scripts/test.sh` greps every log for the canary key).
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kp-shared-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-logs/shared_state")
+        .join(std::process::id().to_string());
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
