@@ -1,7 +1,7 @@
 //! Unavailability episodes of the shared store (docs/design.md §8c): the first failure after
-//! a success logs `shared_state_unavailable` (WARN) once, the first success after failures
-//! logs `shared_state_recovered` (INFO) with how long it lasted and how many requests fell
-//! back; the `keyproxy_shared_state_up` gauge follows.
+//! a success logs `shared_state_unavailable` (WARN) once; the monitor's first round in which
+//! every connection answers logs `shared_state_recovered` (INFO) with how long it lasted and
+//! how many requests fell back; the `keyproxy_shared_state_up` gauge follows.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -38,7 +38,7 @@ impl Episodes {
         self.state.load(Ordering::Relaxed) == UP
     }
 
-    /// An operation answered in time.
+    /// Every connection answered the monitor in time.
     pub fn succeeded(&self, m: &SharedStateMetrics) {
         let was = self.state.swap(UP, Ordering::AcqRel);
         if was == UP {

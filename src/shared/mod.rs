@@ -221,6 +221,8 @@ impl Store {
         }
         let store = self.clone();
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.metrics.uncharged_tokens.inc_by(tokens);
+            self.uncharged.fetch_add(tokens, Ordering::Relaxed);
             return;
         };
         rt.spawn(async move {
@@ -242,9 +244,10 @@ impl Store {
         });
     }
 
+    /// Only the monitor ends an episode, once every connection answers: a request answered on
+    /// one worker's connection while another's is still broken would start a second one.
     fn answered(&self, op: &'static str, start: Instant) {
         self.metrics.latency(op, start.elapsed());
-        self.episodes.succeeded(&self.metrics);
     }
 
     fn failed(&self, op: &'static str, f: &redis::Failure) {
