@@ -2,8 +2,9 @@
 //! upstream, through llm-keyproxy (a release child process) and, when given, through peer
 //! proxies (nginx, HAProxy: see benches/compare.sh), side by side in one run, with ratios.
 //! Each scenario is one function in `benches/scenarios/`, run in the order of [`run_all`]; the
-//! last ones are llm-keyproxy's alone (a CONNECT tunnel, start-up and shutdown, and upstreams
-//! that limit the streams per HTTP/2 connection: a cold burst and 10,000 held streams).
+//! last ones are llm-keyproxy's alone (a CONNECT tunnel, start-up and shutdown, upstreams
+//! that limit the streams per HTTP/2 connection: a cold burst and 10,000 held streams, and
+//! `shared_state` on a local Redis next to the same proxy without).
 //!
 //! `cargo bench --bench load`; `KEYPROXY_BENCH_QUICK=1` for a seconds-long smoke run.
 //! Environment (all optional):
@@ -121,6 +122,9 @@ async fn run_all(cfg: &BenchConfig) -> Report {
     if cfg.runs("limiting") {
         scenarios::limiting::cold_burst(&mut r, &env, &scale).await;
         scenarios::limiting::held_streams(&mut r, &env, &scale).await;
+    }
+    if cfg.runs("shared_state") {
+        scenarios::shared::shared_state(&mut r, &env, &scale).await;
     }
     closing_notes(&mut r, cfg, &scale);
     if let Some(only) = &cfg.only {

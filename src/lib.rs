@@ -29,6 +29,11 @@
 //!   tunnel_idle.rs  a tunnel's idle bound: when bytes last moved either way
 //!   endpoints.rs    AWF /health, /reflect and /metrics (JSON) on provider ports
 //!   stream_usage.rs streamed chat gets stream_options.include_usage (the one body rewrite)
+//! shared/           rate limits and budgets shared by replicas through Redis (shared_state)
+//!   mod.rs          Store: admit (one EVALSHA per request), charge (spawned, sent once),
+//!                   the monitor (ping, reconnects, the shared view of /health)
+//!   redis.rs        the client (multiplexed ConnectionManager), the Lua scripts, rediss roots
+//!   fallback.rs     unavailability episodes: logged once each, the up gauge, fallback counts
 //! policy/           who may spend what: caller tokens and allow-lists, rate limits, token
 //!                   budgets, key slots and their reload
 //! upstream/         TLS + ALPN + CONNECT tunnel (mod.rs), the request body (body.rs) and the
@@ -54,6 +59,7 @@ pub mod config;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod shared;
 pub mod telemetry;
 pub mod upstream;
 

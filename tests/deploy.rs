@@ -7,6 +7,8 @@
 //! - The Kubernetes manifest in the docs parses (every document), names the readiness probe
 //!   `/ready`, keeps keys in a Secret, and its embedded config is valid for the proxy itself;
 //!   so is the systemd example config; the compose fragment shown is the companion's snapshot.
+//! - The scale-out examples (section 5): replicas sharing one Redis that only the proxies
+//!   reach, the Redis URL and keys from a Secret or the environment, valid configs.
 
 mod common;
 
@@ -273,4 +275,108 @@ fn systemd_example_config_is_valid() {
 fn compose_example_is_the_snapshot() {
     let shown = block_after(&read("docs/deploy.md"), "compose-one-key");
     assert_eq!(shown, read("tests/snapshots/compose/one_key.yml"));
+}
+
+/// Keys, caller tokens and the Redis URL the scale-out examples read, all fake.
+fn fake_shared(name: &str) -> Option<String> {
+    match name {
+        "KEYPROXY_REDIS_URL" => Some("redis://:fake-password@redis:6379/0".into()),
+        "KEYPROXY_AGENT_TOKEN" => Some("fake-agent-token".into()),
+        other => fake_keys(other),
+    }
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{e}:\n{text}")))
+        .collect()
+}
+
+#[test]
+fn kubernetes_replicas_share_one_redis_only_the_proxies_reach() {
+    let docs = yaml_docs(&block_after(&read("docs/deploy.md"), "kubernetes-replicas"));
+    let of = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| {
+                get(d, "kind").as_str() == Some(kind)
+                    && get(d, "metadata.name").as_str() == Some(name)
+            })
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let deployment = of("Deployment", "llm-keyproxy");
+    assert!(get(deployment, "spec.replicas").as_u64().unwrap() >= 2);
+    let proxy = named(
+        get(deployment, "spec.template.spec.containers"),
+        "llm-keyproxy",
+    );
+    assert_eq!(
+        get(proxy, "readinessProbe.httpGet.path").as_str(),
+        Some("/ready")
+    );
+    for e in get(proxy, "env").as_sequence().unwrap() {
+        assert!(
+            e.get("value").is_none(),
+            "a literal value in the proxy env: {e:?}"
+        );
+        assert!(get(e, "valueFrom.secretKeyRef.name").as_str().is_some());
+    }
+    let config = get(of("ConfigMap", "llm-keyproxy-shared"), "data")
+        .get("proxy.yaml")
+        .and_then(Value::as_str)
+        .unwrap();
+    let plan = Plan::from_yaml(config, &fake_shared).unwrap_or_else(|e| panic!("{e}\n{config}"));
+    let shared = plan.shared_state.expect("shared_state configured");
+    assert_eq!(shared.redis_ref.to_string(), "env:KEYPROXY_REDIS_URL");
+    assert!(
+        !plan.callers.is_empty(),
+        "a shared proxy requires caller tokens"
+    );
+    // Redis: a Service, and a NetworkPolicy letting in only the proxies' pods.
+    of("Service", "redis");
+    of("StatefulSet", "redis");
+    let policy = of("NetworkPolicy", "redis-from-llm-keyproxy-only");
+    assert_eq!(
+        get(policy, "spec.podSelector.matchLabels.app").as_str(),
+        Some("redis")
+    );
+    let from = &get(policy, "spec.ingress").as_sequence().unwrap()[0];
+    let allowed = get(
+        &get(from, "from").as_sequence().unwrap()[0],
+        "podSelector.matchLabels.app",
+    );
+    assert_eq!(allowed.as_str(), Some("llm-keyproxy"));
+}
+
+#[test]
+fn compose_replicas_share_one_redis_on_an_internal_network() {
+    let doc = read("docs/deploy.md");
+    let config = block_after(&doc, "compose-replicas-config");
+    let plan = Plan::from_yaml(&config, &fake_shared).unwrap_or_else(|e| panic!("{e}\n{config}"));
+    assert!(plan.shared_state.is_some() && !plan.callers.is_empty());
+    assert!(
+        plan.admin_listen.ip().is_loopback(),
+        "the healthcheck probes 127.0.0.1:9901"
+    );
+    let compose = &yaml_docs(&block_after(&doc, "compose-replicas"))[0];
+    let proxy = get(compose, "services.keyproxy");
+    assert!(get(proxy, "deploy.replicas").as_u64().unwrap() >= 2);
+    let env = get(proxy, "environment");
+    for (k, v) in env.as_mapping().unwrap() {
+        let v = v.as_str().unwrap();
+        assert!(v.contains("${"), "{k:?} is written literally: {v}");
+    }
+    let redis_nets = get(compose, "services.redis.networks")
+        .as_sequence()
+        .unwrap();
+    assert_eq!(redis_nets.len(), 1, "Redis is on the state network only");
+    let net = redis_nets[0].as_str().unwrap();
+    assert_eq!(
+        get(compose, &format!("networks.{net}.internal")).as_bool(),
+        Some(true)
+    );
+    assert!(get(proxy, "networks")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|n| n.as_str() == Some(net)));
 }

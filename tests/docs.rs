@@ -114,6 +114,16 @@ fn exposition() -> Exposition {
     // Cloud credential series appear with a cloud provider's first refresh.
     m.credential_refresh("docs", "ok");
     m.credential_expiry("docs", None);
+    // Shared-state series exist only with `shared_state` configured.
+    let _ = m.shared_state();
+    m.shared_window(
+        "rate_limit",
+        "docs",
+        "requests_per_minute",
+        0,
+        Some(1),
+        None,
+    );
     let text = m.encode();
     let mut e = Exposition {
         types: BTreeMap::new(),
@@ -667,9 +677,11 @@ fn observability_doc_names_every_metric_label_event_and_field() {
             continue;
         }
         let le = &e.le[&format!("{family}_bucket")];
+        // One list per family, however many series (shared state: one per op).
+        let mut seen = BTreeSet::new();
         let list: Vec<String> = le
             .iter()
-            .filter(|v| *v != "+Inf")
+            .filter(|v| *v != "+Inf" && seen.insert(v.as_str()))
             .map(|v| format!("{}", v.parse::<f64>().expect("le value")))
             .collect();
         let list = list.join(", ");

@@ -6,6 +6,7 @@
 pub mod limiting;
 pub mod memory;
 pub mod only;
+pub mod shared;
 pub mod signing;
 pub mod small;
 pub mod sse;

@@ -20,7 +20,12 @@ pub async fn signed_100k(r: &mut Report, env: &Env, scale: &Scale) {
         "signed: {{preset: bedrock, listen: '127.0.0.1:{{port}}', region: us-east-1, upstream_address: '{}', aws: {{access_key_id: env:BENCH_AWS_ID, secret_access_key: env:BENCH_AWS_SECRET}}}}",
         env.upstream.mock
     );
-    let proxy = ProxyProcess::spawn_provider(&env.dir, &env.upstream, "", &provider, "signing");
+    let keys = [
+        ("BENCH_AWS_ID", "AKIABENCHEXAMPLE0001"),
+        ("BENCH_AWS_SECRET", env.upstream.key.as_str()),
+    ];
+    let proxy =
+        ProxyProcess::spawn_provider(&env.dir, &env.upstream, "", &provider, &keys, "signing");
     proxy.wait_ready(std::time::Duration::from_secs(10));
     let signed = Target::keyproxy("llm-keyproxy (bedrock, SigV4)", &proxy);
     let plain = env.target(KEYPROXY);

@@ -116,7 +116,7 @@ pub struct BenchConfig {
 
 /// The groups of scenarios `KEYPROXY_BENCH_ONLY` can name (idle memory and the preflight always
 /// run).
-pub const GROUPS: [&str; 8] = [
+pub const GROUPS: [&str; 9] = [
     "small",
     "signing",
     "sse",
@@ -125,6 +125,7 @@ pub const GROUPS: [&str; 8] = [
     "tunnel",
     "lifecycle",
     "limiting",
+    "shared_state",
 ];
 
 fn pairs(var: &str) -> Vec<(String, String)> {
@@ -257,20 +258,34 @@ pub struct Upstream {
 impl ProxyProcess {
     /// Writes a config and spawns the proxy, without waiting for it.
     pub fn spawn_only(dir: &Path, up: &Upstream, extra: &str, name: &str) -> ProxyProcess {
-        let provider = format!(
-            "bench: {{listen: '127.0.0.1:{{port}}', upstream: 'https://api.openai.com', upstream_address: '{}', api_key: env:BENCH_KEY, auth: {{header: authorization, prefix: 'Bearer '}}}}",
-            up.mock
-        );
-        Self::spawn_provider(dir, up, extra, &provider, name)
+        Self::spawn_with(dir, up, extra, "", &[], name)
     }
 
-    /// Like `spawn_only` with one provider of its own (`{port}` in `provider` is replaced by
-    /// the listen port); `BENCH_KEY`, `BENCH_AWS_ID` and `BENCH_AWS_SECRET` are set for it.
+    /// As `spawn_only`, with `provider` keys added to the provider's mapping (e.g.
+    /// `rate_limit: {...}`) and `env` set for the process.
+    pub fn spawn_with(
+        dir: &Path,
+        up: &Upstream,
+        extra: &str,
+        provider: &str,
+        env: &[(&str, &str)],
+        name: &str,
+    ) -> ProxyProcess {
+        let line = format!(
+            "bench: {{listen: '127.0.0.1:{{port}}', upstream: 'https://api.openai.com', upstream_address: '{}', api_key: env:BENCH_KEY, auth: {{header: authorization, prefix: 'Bearer '}}{provider}}}",
+            up.mock
+        );
+        Self::spawn_provider(dir, up, extra, &line, env, name)
+    }
+
+    /// Spawns the proxy with one provider given whole (`{port}` in `provider` is replaced by
+    /// the listen port), `BENCH_KEY` and `env` set, without waiting for it.
     pub fn spawn_provider(
         dir: &Path,
         up: &Upstream,
         extra: &str,
         provider: &str,
+        env: &[(&str, &str)],
         name: &str,
     ) -> ProxyProcess {
         let (port, admin) = (free_port(), free_port());
@@ -286,8 +301,7 @@ impl ProxyProcess {
             .arg("--config")
             .arg(&config)
             .env("BENCH_KEY", &up.key)
-            .env("BENCH_AWS_ID", "AKIABENCHEXAMPLE0001")
-            .env("BENCH_AWS_SECRET", &up.key)
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log))
             .stderr(Stdio::inherit())
             .spawn()

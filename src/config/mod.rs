@@ -10,6 +10,7 @@ pub mod plan;
 pub mod policy;
 pub mod presets;
 pub mod secret;
+pub mod shared_state;
 
 use std::fmt;
 use std::time::Duration;

@@ -162,6 +162,19 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Counts a request another authority admitted (the shared store, docs/design.md §8c), so
+    /// this replica's windows hold its own traffic when it has to decide alone.
+    pub fn record(&self, bytes: u64) {
+        let secs = self.start.elapsed().as_secs();
+        if let Ok(mut w) = self.windows.lock() {
+            w.per_second.add(secs, 1);
+            w.per_minute.add(secs / 60, 1);
+            if bytes > 0 {
+                w.bytes.add(secs, bytes);
+            }
+        }
+    }
+
     pub fn usage(&self) -> WindowUsage {
         let secs = self.start.elapsed().as_secs();
         match self.windows.lock() {

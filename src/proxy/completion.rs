@@ -92,7 +92,8 @@ impl Completion {
     fn finish(self, end: End, usage: Option<Usage>) {
         let caller = self.caller.and_then(|i| self.route.callers.get(i));
         if let Some(u) = &usage {
-            charge(&self.route, self.caller, u);
+            let id = self.request_id.to_str().unwrap_or("");
+            charge(&self.route, self.caller, u, id);
         }
         let caller_name = caller.map(|c| c.name.as_str());
         let request_bytes = self.stats.bytes.load(Ordering::Relaxed);
@@ -147,21 +148,32 @@ impl Completion {
 
 /// Counts the tokens of one response in the metrics and charges them to the provider's and
 /// the caller's budgets (input + output tokens).
-pub(crate) fn charge(route: &Route, caller: Option<usize>, u: &Usage) {
+pub(crate) fn charge(route: &Route, caller: Option<usize>, u: &Usage, request_id: &str) {
     if !u.has_tokens() {
         return;
     }
     route.metrics.tokens(u.counts());
+    // Budgets count input + output tokens.
     let spent = u.input.unwrap_or(0) + u.output.unwrap_or(0);
-    let metrics = &route.registry;
+    // This process's budgets always (on_unavailable: local falls back to them); with
+    // shared_state also Redis's, whose view the gauges then show (shared/).
+    let metrics = route.shared.is_none().then_some(&route.registry);
     if let Some(b) = &route.budget {
         b.charge(spent);
-        metrics.budget_spent("provider", &route.provider.name, b.spent());
+        if let Some(m) = metrics {
+            m.budget_spent("provider", &route.provider.name, b.spent());
+        }
     }
-    let caller = caller.and_then(|i| route.callers.get(i));
-    if let Some((c, b)) = caller.and_then(|c| c.budget.as_ref().map(|b| (c, b))) {
+    let named = caller.and_then(|i| route.callers.get(i));
+    if let Some((c, b)) = named.and_then(|c| c.budget.as_ref().map(|b| (c, b))) {
         b.charge(spent);
-        metrics.budget_spent("caller", &c.name, b.spent());
+        if let Some(m) = metrics {
+            m.budget_spent("caller", &c.name, b.spent());
+        }
+    }
+    if let Some(store) = &route.shared {
+        let keys = super::limits::charge_keys(route, store, caller);
+        store.charge(keys, spent, request_id.to_owned());
     }
 }
 

@@ -144,6 +144,11 @@ fn health(route: &Arc<Route>, dir: &Directory) -> Response<ProxyBody> {
         if !credential_errors.is_empty() {
             body["credential_errors"] = Value::Object(credential_errors);
         }
+        // With shared_state the local `rate_limits`/`budgets` are this replica's share; the
+        // shared view is every replica's (refreshed each second, docs/design.md §8c).
+        if let Some(store) = &route.shared {
+            body["shared_state"] = store.health();
+        }
         return reply(StatusCode::OK, &body);
     }
     let service = format!("awf-api-proxy-{}", route.provider.name);

@@ -48,6 +48,9 @@ pub enum ProxyError {
         scope: String,
         spent: crate::policy::budget::Exhausted,
     },
+    /// `shared_state` is configured with `on_unavailable: deny` and Redis did not answer
+    /// within `shared_state.timeout` (docs/design.md §8c).
+    SharedStateUnavailable(std::time::Duration),
 }
 
 impl ProxyError {
@@ -68,6 +71,7 @@ impl ProxyError {
             ProxyError::UnauthorizedCaller => StatusCode::UNAUTHORIZED,
             ProxyError::NotAllowed(_) => StatusCode::FORBIDDEN,
             ProxyError::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::SharedStateUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -88,6 +92,7 @@ impl ProxyError {
             ProxyError::UnauthorizedCaller => "unauthorized_caller",
             ProxyError::NotAllowed(_) => "not_allowed",
             ProxyError::BudgetExhausted { .. } => "budget_exhausted",
+            ProxyError::SharedStateUnavailable(_) => "shared_state_unavailable",
         }
     }
 
@@ -112,6 +117,7 @@ impl ProxyError {
                 | ProxyError::BudgetExhausted { .. }
                 // A cloud credential being obtained or refreshed: transient.
                 | ProxyError::CredentialPending(_)
+                | ProxyError::SharedStateUnavailable(_)
         )
     }
 
@@ -159,6 +165,10 @@ impl ProxyError {
                 Some(s) => format!("token budget of {scope} is spent ({} {}); it frees up in {s} s", spent.limit, spent.which.replace('_', " ")),
                 None => format!("token budget of {scope} is spent ({} tokens in total); restart or raise the budget", spent.limit),
             },
+            ProxyError::SharedStateUnavailable(after) => format!(
+                "the shared rate-limit store did not answer within {} and shared_state.on_unavailable is deny; retry shortly",
+                crate::config::show_duration(*after)
+            ),
             ProxyError::RateLimited(l) => format!(
                 "rate limit reached for provider {provider}: {} {} ; retry after {} s",
                 l.limit,
@@ -235,7 +245,7 @@ impl ProxyError {
                 h.insert("x-ratelimit-remaining", HeaderValue::from(0u64));
                 h.insert("x-ratelimit-reset", HeaderValue::from(reset));
             }
-            ProxyError::Busy { .. } => {
+            ProxyError::Busy { .. } | ProxyError::SharedStateUnavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ProxyError::Overloaded { .. } => {

@@ -3,7 +3,9 @@
 //! ```text
 //! client ─▶ handle: /health, /reflect, /metrics (first port) answered locally; request id (5.1)
 //!        ─▶ admit: draining? ─▶ check_target (5.2) ─▶ check_caller ─▶ key configured?
-//!                  ─▶ allow-list ─▶ check_declared_size (5.4) ─▶ rate limit ─▶ budgets
+//!                  ─▶ allow-list ─▶ check_declared_size (5.4)
+//!        ─▶ limits: rate limit ─▶ budgets (this process's, or one Redis round trip with
+//!           shared_state, §8c)
 //!        ─▶ WebSocket upgrade? websocket::open (5.7), tunnelled
 //!        ─▶ request_body (streamed and capped; read first only for a model allow-list or a
 //!           streamed chat request that gets include_usage: stream_usage)
@@ -22,6 +24,7 @@ mod completion;
 pub mod endpoints;
 pub mod error;
 pub mod headers;
+mod limits;
 mod route;
 pub mod stream_usage;
 mod tunnel_idle;
@@ -112,6 +115,7 @@ async fn forward(
     active: Active,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let admitted = admit(route, &req)?;
+    limits::check(route, admitted.declared, admitted.caller).await?;
     // WebSocket upgrades (docs/design.md §5.7) are tunnelled, not proxied request by request.
     if admitted.websocket {
         return match websocket::open(route, req, &admitted.target, info, active, admitted.caller)
@@ -160,9 +164,11 @@ struct Admitted {
     websocket: bool,
     caller: Option<usize>,
     credential: Credential,
+    /// The declared body length (0 when none), which rate limits count.
+    declared: u64,
 }
 
-/// Steps 1-4: every check that can refuse a request before the upstream is contacted.
+/// Steps 1-4b: every check before the limits (`limits::check`, which may wait on Redis).
 fn admit(route: &Route, req: &Request<Incoming>) -> Result<Admitted, ProxyError> {
     if route.draining.load(Ordering::Relaxed) {
         return Err(ProxyError::ShuttingDown);
@@ -184,15 +190,12 @@ fn admit(route: &Route, req: &Request<Incoming>) -> Result<Admitted, ProxyError>
     let target = Target::admit(allow, req.method(), pq, &route.provider.name)
         .map_err(ProxyError::NotAllowed)?;
     let declared = check_declared_size(req, route.limits.max_request_body)?;
-    if let Some(limiter) = &route.limiter {
-        limiter.check(declared).map_err(ProxyError::RateLimited)?;
-    }
-    check_budgets(route, caller)?;
     Ok(Admitted {
         target,
         websocket,
         caller,
         credential,
+        declared,
     })
 }
 
@@ -296,25 +299,6 @@ fn check_caller<B>(route: &Route, req: &Request<B>) -> Result<Option<usize>, Pro
     crate::policy::access::identify(&route.callers, req.headers())
         .map(Some)
         .ok_or(ProxyError::UnauthorizedCaller)
-}
-
-/// Token budgets admit a request while their spend is below the limit.
-fn check_budgets(route: &Route, caller: Option<usize>) -> Result<(), ProxyError> {
-    if let Some(b) = &route.budget {
-        b.admit().map_err(|spent| ProxyError::BudgetExhausted {
-            scope: format!("provider {}", route.provider.name),
-            spent,
-        })?;
-    }
-    if let Some(c) = caller.and_then(|i| route.callers.get(i)) {
-        if let Some(b) = &c.budget {
-            b.admit().map_err(|spent| ProxyError::BudgetExhausted {
-                scope: format!("caller {}", c.name),
-                spent,
-            })?;
-        }
-    }
-    Ok(())
 }
 
 /// Reads a whole request body up to the cap (only for a model allow-list).

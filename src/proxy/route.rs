@@ -11,6 +11,7 @@ use crate::policy::access::Caller;
 use crate::policy::budget::TokenBudget;
 use crate::policy::ratelimit::RateLimiter;
 use crate::policy::reload::{KeySlot, Keyed};
+use crate::shared::Store;
 use crate::telemetry::metrics::{Metrics, ProviderMetrics};
 use crate::telemetry::usage_file::UsageLog;
 use crate::upstream::pool::{self, Pool};
@@ -31,6 +32,8 @@ pub struct Common {
     pub registry: Arc<Metrics>,
     /// Shutdown has started: new requests get `shutting_down`.
     pub draining: Arc<AtomicBool>,
+    /// Rate limits and budgets shared through Redis (`shared_state`, docs/design.md §8c).
+    pub shared: Option<Arc<Store>>,
 }
 
 /// One provider's listener: its plan, its upstream pools, its policy and its metrics.
@@ -57,6 +60,9 @@ pub struct Route {
     pub budget: Option<TokenBudget>,
     /// WebSocket: dedicated HTTP/1.1-only upstream connections.
     pub websocket: Connector,
+    /// With `shared_state`: the limits and budgets above are enforced in Redis, and the local
+    /// ones only when it cannot answer and `on_unavailable` is `local`.
+    pub shared: Option<Arc<Store>>,
 }
 
 impl Route {
@@ -87,6 +93,7 @@ impl Route {
             key: Arc::new(KeySlot::new(provider.credential.clone())),
             callers: common.callers.clone(),
             budget: provider.budget.map(TokenBudget::new),
+            shared: common.shared.clone(),
             provider,
         }
     }

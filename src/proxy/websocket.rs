@@ -268,6 +268,7 @@ impl Tunnel {
                     route: self.route.clone(),
                     caller: self.caller,
                     totals: self.totals.clone(),
+                    request_id: self.request_id.to_str().unwrap_or("").to_owned(),
                 };
                 tokio::io::copy_bidirectional(&mut client, &mut upstream).await
             } else {

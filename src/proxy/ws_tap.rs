@@ -44,6 +44,8 @@ pub(crate) struct Tapped<T> {
     /// Index into `route.callers`, when callers are configured.
     pub caller: Option<usize>,
     pub totals: Arc<Mutex<Totals>>,
+    /// The tunnel's request id (for the shared-state charge's log line).
+    pub request_id: String,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tapped<T> {
@@ -57,8 +59,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tapped<T> {
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         let unread = this.tap.unread;
         let (route, caller, totals) = (&this.route, this.caller, &this.totals);
+        let id = this.request_id.as_str();
         this.tap.observe(&buf.filled()[before..], &mut |u| {
-            super::completion::charge(route, caller, &u);
+            super::completion::charge(route, caller, &u, id);
             if let Ok(mut t) = totals.lock() {
                 t.add(u);
             }

@@ -22,11 +22,16 @@ pub async fn handle(
         (&Method::GET | &Method::HEAD, "/ready") => {
             if shared.draining.load(Ordering::Relaxed) {
                 (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
-            } else if shared.ready.load(Ordering::Relaxed) {
+            } else if shared.ready.load(Ordering::Relaxed) && !shared_state_denies(&shared) {
                 match missing_credentials(&shared) {
                     None => (StatusCode::OK, r#"{"status":"ready"}"#),
                     Some(body) => return Ok(json(StatusCode::OK, Bytes::from(body))),
                 }
+            } else if shared.ready.load(Ordering::Relaxed) {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"status":"shared_state_unavailable"}"#,
+                )
             } else {
                 (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"starting"}"#)
             }
@@ -61,6 +66,15 @@ fn json(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// With `shared_state.on_unavailable: deny`, a replica whose Redis does not answer would
+/// refuse every request: `/ready` says 503 so a load balancer sends traffic elsewhere
+/// (docs/design.md §8c). `allow` and `local` still serve, so they stay ready.
+fn shared_state_denies(shared: &Shared) -> bool {
+    shared.shared_state.get().is_some_and(|s| {
+        s.on_unavailable == crate::config::shared_state::OnUnavailable::Deny && !s.up()
+    })
 }
 
 /// `/ready`'s body when a cloud provider has no valid credential now (docs/cloud.md): still

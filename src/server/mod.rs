@@ -33,6 +33,8 @@ pub struct Shared {
     pub reload: Arc<tokio::sync::Notify>,
     /// The credential slots of providers with a cloud source, for `/ready`.
     pub cloud_credentials: std::sync::OnceLock<Vec<(String, Arc<crate::policy::reload::KeySlot>)>>,
+    /// The shared store (`shared_state`), for `/ready`.
+    pub shared_state: std::sync::OnceLock<Arc<crate::shared::Store>>,
 }
 
 impl Default for Shared {
@@ -43,6 +45,7 @@ impl Default for Shared {
             metrics: crate::telemetry::metrics::Metrics::new(),
             reload: Arc::default(),
             cloud_credentials: std::sync::OnceLock::new(),
+            shared_state: std::sync::OnceLock::new(),
         }
     }
 }
@@ -96,6 +99,19 @@ pub async fn run(
 ) -> Result<(), String> {
     let tls = upstream::tls_config(&plan.tls)?;
     let (usage_log, usage_writer) = open_usage_file(&plan, &shared)?;
+    let worker_count = plan.limits.workers.unwrap_or_else(workers::default_count);
+    let store = match &plan.shared_state {
+        Some(s) => Some(crate::shared::Store::new(
+            s,
+            &plan.tls,
+            worker_count,
+            &shared.metrics,
+        )?),
+        None => None,
+    };
+    if let Some(store) = &store {
+        let _ = shared.shared_state.set(store.clone());
+    }
     let admin_addr = bound.admin_addr();
     let addrs = bound.provider_addrs();
     // Never drained (it answers 503 on /ready while the providers drain); lives until the end.
@@ -104,7 +120,7 @@ pub async fn run(
     let common = Common {
         tls,
         limits: plan.limits,
-        workers: plan.limits.workers.unwrap_or_else(workers::default_count),
+        workers: worker_count,
         token_usage: plan.observability.token_usage,
         usage_log,
         callers: Arc::new(
@@ -115,6 +131,7 @@ pub async fn run(
         ),
         registry: shared.metrics.clone(),
         draining: shared.draining.clone(),
+        shared: store.clone(),
     };
     let providers = std::mem::take(&mut plan.providers);
     for p in providers.iter().filter(|p| p.redact_upstream_host) {
@@ -161,6 +178,23 @@ pub async fn run(
         if let Some(r) = refresher {
             tokio::spawn(r.run(stop_rx_for_cloud.clone()));
         }
+    }
+    if let Some(store) = store {
+        let watched = store.watched(
+            routes.iter().map(|r| {
+                let plan = &r.provider;
+                (
+                    plan.name.as_str(),
+                    plan.rate_limit.as_ref(),
+                    plan.budget.as_ref(),
+                )
+            }),
+            common
+                .callers
+                .iter()
+                .filter_map(|c| Some((c.name.as_str(), &c.budget.as_ref()?.plan))),
+        );
+        tokio::spawn(store.monitor(watched, stop_rx_for_cloud.clone()));
     }
     drop(routes);
     shared.ready.store(true, Ordering::Relaxed);

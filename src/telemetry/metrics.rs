@@ -39,6 +39,14 @@ pub const BUDGET_SPENT: &str = "budget_spent_tokens";
 pub const CONNECTIONS_REFUSED: &str = "connections_refused";
 pub const CREDENTIAL_REFRESHES: &str = "credential_refreshes";
 pub const CREDENTIAL_EXPIRY: &str = "credential_expiry_timestamp_seconds";
+pub const SHARED_STATE_UP: &str = "shared_state_up";
+pub const SHARED_STATE_LATENCY: &str = "shared_state_latency_seconds";
+pub const SHARED_STATE_ERRORS: &str = "shared_state_errors";
+pub const SHARED_STATE_FALLBACKS: &str = "shared_state_fallbacks";
+pub const SHARED_STATE_UNCHARGED: &str = "shared_state_uncharged_tokens";
+pub const SHARED_WINDOW_USED: &str = "shared_window_used";
+pub const SHARED_WINDOW_REMAINING: &str = "shared_window_remaining";
+pub const SHARED_WINDOW_RESET: &str = "shared_window_reset_seconds";
 
 /// Buckets from 0.5 ms (a small JSON call) to 30 minutes (a long stream).
 const DURATION_BUCKETS: [f64; 20] = [
@@ -48,7 +56,7 @@ const DURATION_BUCKETS: [f64; 20] = [
 
 /// Rejection reasons: the `type` of the proxy's JSON errors, except `rate_limited`
 /// (whose JSON `type` is `rate_limit_error`, as the SDKs expect).
-pub const REASONS: [&str; 11] = [
+pub const REASONS: [&str; 12] = [
     "invalid_request",
     "request_too_large",
     "provider_not_configured",
@@ -60,6 +68,7 @@ pub const REASONS: [&str; 11] = [
     "not_allowed",
     "budget_exhausted",
     "upstream_busy",
+    "shared_state_unavailable",
 ];
 /// Results of upstream connects: `ok` or the error kind.
 pub const CONNECT_RESULTS: [&str; 5] = ["ok", "connect", "tls", "proxy_connect", "timeout"];
@@ -90,6 +99,16 @@ pub const PROTOCOLS: [&str; 2] = ["h2", "http1.1"];
 /// `limits.max_connections` answered a new one 503), `evicted` (the admin listener at
 /// `admin.max_connections` closed its oldest idle one to admit a new one).
 pub const REFUSAL_REASONS: [&str; 2] = ["overloaded", "evicted"];
+/// Operations on the shared store (docs/design.md §8c).
+pub const SHARED_STATE_OPS: [&str; 3] = ["admit", "charge", "ping"];
+/// Why a shared-store operation got no answer.
+pub const SHARED_STATE_ERROR_KINDS: [&str; 2] = ["timeout", "error"];
+/// `shared_state.on_unavailable` modes, the label of a fallback.
+pub const SHARED_STATE_MODES: [&str; 3] = ["deny", "allow", "local"];
+/// Buckets of a Redis round trip: 50 µs to 1 s.
+const STORE_BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 /// Results of a cloud credential refresh (docs/cloud.md).
 pub const REFRESH_RESULTS: [&str; 2] = ["ok", "failed"];
 
@@ -132,6 +151,14 @@ pub struct Metrics {
     connections_refused: ByName,
     credential_refreshes: ByName,
     credential_expiry: Family<ProviderLabel, Gauge>,
+    shared_up: Family<Vec<(&'static str, String)>, Gauge>,
+    shared_latency: Family<Vec<(&'static str, String)>, Histogram>,
+    shared_errors: ByName,
+    shared_fallbacks: ByName,
+    shared_uncharged: ByName,
+    shared_used: Family<Vec<(&'static str, String)>, Gauge>,
+    shared_remaining: Family<Vec<(&'static str, String)>, Gauge>,
+    shared_reset: Family<Vec<(&'static str, String)>, Gauge>,
     /// When the registry was made (the process start): AWF's `uptime_seconds`.
     pub started: std::time::Instant,
 }
@@ -142,6 +169,10 @@ fn histogram() -> Histogram {
 
 fn wait_histogram() -> Histogram {
     Histogram::new(WAIT_BUCKETS)
+}
+
+fn store_histogram() -> Histogram {
+    Histogram::new(STORE_BUCKETS)
 }
 
 impl Metrics {
@@ -173,6 +204,14 @@ impl Metrics {
             connections_refused: Family::default(),
             credential_refreshes: Family::default(),
             credential_expiry: Family::default(),
+            shared_up: Family::default(),
+            shared_latency: Family::new_with_constructor(store_histogram as fn() -> Histogram),
+            shared_errors: Family::default(),
+            shared_fallbacks: Family::default(),
+            shared_uncharged: Family::default(),
+            shared_used: Family::default(),
+            shared_remaining: Family::default(),
+            shared_reset: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -291,6 +330,46 @@ impl Metrics {
             "When the provider's current cloud credential expires (Unix time; 0: none valid)",
             m.credential_expiry.clone(),
         );
+        r.register(
+            SHARED_STATE_UP,
+            "1 while the shared store (shared_state, Redis) answers within its timeout, else 0",
+            m.shared_up.clone(),
+        );
+        r.register(
+            SHARED_STATE_LATENCY,
+            "Round trips to the shared store that answered, by op (admit, charge, ping)",
+            m.shared_latency.clone(),
+        );
+        r.register(
+            SHARED_STATE_ERRORS,
+            "Shared-store operations without an answer, by op (admit, charge, ping) and kind (timeout, error)",
+            m.shared_errors.clone(),
+        );
+        r.register(
+            SHARED_STATE_FALLBACKS,
+            "Requests decided without the shared store, by mode (on_unavailable: deny, allow, local)",
+            m.shared_fallbacks.clone(),
+        );
+        r.register(
+            SHARED_STATE_UNCHARGED,
+            "Tokens whose charge to the shared store got no answer (sent once, never retried)",
+            m.shared_uncharged.clone(),
+        );
+        r.register(
+            SHARED_WINDOW_USED,
+            "With shared_state: use of a window across every replica (scope rate_limit, provider or caller)",
+            m.shared_used.clone(),
+        );
+        r.register(
+            SHARED_WINDOW_REMAINING,
+            "With shared_state: what a configured limit leaves in its window across every replica",
+            m.shared_remaining.clone(),
+        );
+        r.register(
+            SHARED_WINDOW_RESET,
+            "With shared_state: seconds until the oldest use leaves the window (0: empty, or a total)",
+            m.shared_reset.clone(),
+        );
         // The admin listener's series exists from the start, like every provider's.
         let _ = m.connections_refused("admin", "evicted");
         r.register(
@@ -355,6 +434,66 @@ impl Metrics {
             .set(secs);
     }
 
+    /// The shared store's handles; its series exist from then on (only with `shared_state`).
+    pub fn shared_state(&self) -> SharedStateMetrics {
+        let store = || vec![("store", "redis".to_owned())];
+        let by = |key: &'static str, names: &[&'static str], family: &ByName| -> Vec<Counter> {
+            names
+                .iter()
+                .map(|n| family.get_or_create_owned(&vec![(key, (*n).to_owned())]))
+                .collect()
+        };
+        let mut errors = Vec::new();
+        for op in SHARED_STATE_OPS {
+            for kind in SHARED_STATE_ERROR_KINDS {
+                errors.push(
+                    self.shared_errors.get_or_create_owned(&vec![
+                        ("op", op.to_owned()),
+                        ("kind", kind.to_owned()),
+                    ]),
+                );
+            }
+        }
+        SharedStateMetrics {
+            up: self.shared_up.get_or_create_owned(&store()),
+            latency: SHARED_STATE_OPS
+                .iter()
+                .map(|op| {
+                    self.shared_latency
+                        .get_or_create_owned(&vec![("op", (*op).to_owned())])
+                })
+                .collect(),
+            errors,
+            fallbacks: by("mode", &SHARED_STATE_MODES, &self.shared_fallbacks),
+            uncharged_tokens: self.shared_uncharged.get_or_create_owned(&store()),
+        }
+    }
+
+    /// Publishes one window of the shared view (read from Redis every second).
+    pub fn shared_window(
+        &self,
+        scope: &'static str,
+        name: &str,
+        window: &'static str,
+        used: u64,
+        limit: Option<u64>,
+        resets_in: Option<u64>,
+    ) {
+        let labels = vec![
+            ("scope", scope.to_owned()),
+            ("name", name.to_owned()),
+            ("window", window.to_owned()),
+        ];
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.shared_used.get_or_create(&labels).set(n(used));
+        if let Some(limit) = limit {
+            let left = n(limit.saturating_sub(used));
+            self.shared_remaining.get_or_create(&labels).set(left);
+        }
+        let reset = n(resets_in.unwrap_or(0));
+        self.shared_reset.get_or_create(&labels).set(reset);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -414,6 +553,40 @@ impl Metrics {
                     ])
                 })
                 .collect(),
+        }
+    }
+}
+
+/// The shared store's metric handles (docs/observability.md).
+pub struct SharedStateMetrics {
+    pub up: Gauge,
+    latency: Vec<Histogram>,
+    /// `SHARED_STATE_OPS` x `SHARED_STATE_ERROR_KINDS`, in that order.
+    errors: Vec<Counter>,
+    fallbacks: Vec<Counter>,
+    pub uncharged_tokens: Counter,
+}
+
+impl SharedStateMetrics {
+    pub fn latency(&self, op: &str, took: std::time::Duration) {
+        if let Some(i) = index_of(&SHARED_STATE_OPS, op) {
+            self.latency[i].observe(took.as_secs_f64());
+        }
+    }
+
+    pub fn error(&self, op: &str, kind: &str) {
+        let (Some(o), Some(k)) = (
+            index_of(&SHARED_STATE_OPS, op),
+            index_of(&SHARED_STATE_ERROR_KINDS, kind),
+        ) else {
+            return;
+        };
+        self.errors[o * SHARED_STATE_ERROR_KINDS.len() + k].inc();
+    }
+
+    pub fn fallback(&self, mode: &str) {
+        if let Some(i) = index_of(&SHARED_STATE_MODES, mode) {
+            self.fallbacks[i].inc();
         }
     }
 }

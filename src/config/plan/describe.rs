@@ -11,6 +11,17 @@ impl Plan {
         if let Some(host) = &self.advertised_host {
             let _ = writeln!(out, "advertised_host: {host} (/reflect base URLs)");
         }
+        if let Some(s) = &self.shared_state {
+            let _ = writeln!(
+                out,
+                "shared_state: {} ({}), key_prefix {}, timeout {}, on_unavailable {}",
+                s.redis_ref,
+                if s.tls { "rediss" } else { "redis" },
+                s.key_prefix,
+                show_duration(s.timeout),
+                s.on_unavailable.as_str(),
+            );
+        }
         if !self.callers.is_empty() {
             let names: Vec<&str> = self.callers.iter().map(|c| c.name.as_str()).collect();
             let _ = writeln!(out, "callers (token required): {}", names.join(", "));

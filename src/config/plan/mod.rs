@@ -42,6 +42,8 @@ pub struct Plan {
     /// The host name agents reach the provider listeners by (`advertised_host`): `/reflect`
     /// reports `http://HOST:PORT` base URLs with it (AWF: `api-proxy`).
     pub advertised_host: Option<String>,
+    /// Rate limits and budgets shared by every replica through Redis (docs/design.md §8c).
+    pub shared_state: Option<crate::config::shared_state::SharedStatePlan>,
     /// Where the plan came from, so a key reload can read it again.
     pub source: PlanSource,
 }
@@ -298,6 +300,7 @@ const TOP_KEYS: &[&str] = &[
     "callers",
     "providers",
     "advertised_host",
+    "shared_state",
 ];
 const ADMIN_KEYS: &[&str] = &[
     "listen",
@@ -422,6 +425,9 @@ fn build(
         let s = n.string(errors)?;
         advertised_host(s).map_err(|m| errors.push(&n.path, m)).ok()
     });
+    let shared_state = top
+        .get("shared_state")
+        .map(|n| crate::config::shared_state::shared_state(&n, lookup, errors));
     check_unique_listeners(admin_listen, &providers, errors);
     choose_egress(&mut providers, upstream_proxy.as_ref(), lookup, errors);
 
@@ -435,6 +441,10 @@ fn build(
         providers,
         callers,
         advertised_host,
+        shared_state: match shared_state {
+            Some(s) => Some(s?),
+            None => None,
+        },
         source: PlanSource::Text(text.to_owned()),
     })
 }
