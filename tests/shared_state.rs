@@ -65,6 +65,9 @@ impl RedisServer {
         let child = Command::new(REDIS)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            // A replica's full sync writes an RDB file: never into the checkout.
+            .arg("--dir")
+            .arg(std::env::temp_dir())
             .args(["--requirepass", PASSWORD, "--masterauth", PASSWORD])
             .args(["--enable-debug-command", "yes"])
             .args(&self.args)
