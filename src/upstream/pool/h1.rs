@@ -47,7 +47,11 @@ impl Recycle {
                 sender: r.sender,
                 since: Instant::now(),
             });
-            super::wake_one(&mut st);
+            let woke = super::wake_one(&mut st);
+            drop(st);
+            if !woke {
+                r.pool.offer_elsewhere();
+            }
         }
     }
 }

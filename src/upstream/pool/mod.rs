@@ -482,7 +482,22 @@ impl Pool {
                 e.idle_since = Instant::now();
             }
         }
-        wake_one(&mut st);
+        let woke = wake_one(&mut st);
+        drop(st);
+        if !woke {
+            self.offer_elsewhere();
+        }
+    }
+
+    /// A slot came free and no request of this worker wanted it. At the cap, a request of
+    /// another worker may be waiting for a place this worker holds: wake it, so that it
+    /// reclaims an idle connection (`reclaim_elsewhere`) instead of waiting out the bound.
+    /// Below the cap nobody can be waiting for a place: one atomic load.
+    pub(super) fn offer_elsewhere(&self) {
+        let max = self.inner.settings.max_connections;
+        if self.inner.group.open.load(Ordering::Acquire) >= max {
+            self.inner.group.freed.notify_waiters();
+        }
     }
 
     /// No new streams on connection `id` (GOAWAY received, or found closed).
@@ -511,12 +526,14 @@ struct Wait {
     at_cap: bool,
 }
 
-fn wake_one(st: &mut State) {
+/// Wakes the first live waiter; false when there was none.
+fn wake_one(st: &mut State) -> bool {
     while let Some(w) = st.waiters.pop_front() {
         if w.send(Wake::Retry).is_ok() {
-            return;
+            return true;
         }
     }
+    false
 }
 
 fn wake_all(st: &mut State) {
