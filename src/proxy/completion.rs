@@ -20,6 +20,7 @@ pub(crate) struct Completion {
     pub(super) path: String,
     pub(super) status: u16,
     pub(super) start: Instant,
+    pub(super) span: Option<crate::telemetry::otel::SpanStart>,
     pub(super) stats: Arc<RequestStats>,
     pub(super) upstream_protocol: &'static str,
     pub(super) streamed: bool,
@@ -137,6 +138,7 @@ impl Completion {
         };
         let warn = matches!(end.outcome, Outcome::UpstreamAborted | Outcome::IdleTimeout);
         line.log(warn);
+        super::span::record(self.span.clone(), &line, None);
         if let Some(log) = &self.route.usage_log {
             let unix_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

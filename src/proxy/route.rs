@@ -12,6 +12,7 @@ use crate::policy::budget::TokenBudget;
 use crate::policy::ratelimit::RateLimiter;
 use crate::policy::reload::{KeySlot, Keyed};
 use crate::telemetry::metrics::{Metrics, ProviderMetrics};
+use crate::telemetry::otel::Tracer;
 use crate::telemetry::usage_file::UsageLog;
 use crate::upstream::pool::{self, Pool};
 use crate::upstream::{self as upstream_conn, Connector};
@@ -31,6 +32,8 @@ pub struct Common {
     pub registry: Arc<Metrics>,
     /// Shutdown has started: new requests get `shutting_down`.
     pub draining: Arc<AtomicBool>,
+    /// OTLP traces, when on (docs/design.md §8d).
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 /// One provider's listener: its plan, its upstream pools, its policy and its metrics.
@@ -57,6 +60,7 @@ pub struct Route {
     pub budget: Option<TokenBudget>,
     /// WebSocket: dedicated HTTP/1.1-only upstream connections.
     pub websocket: Connector,
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 impl Route {
@@ -86,6 +90,7 @@ impl Route {
             websocket: upstream_conn::websocket_connector(&common.tls, &provider, limits),
             key: Arc::new(KeySlot::new(provider.credential.clone())),
             callers: common.callers.clone(),
+            tracer: common.tracer.clone(),
             budget: provider.budget.map(TokenBudget::new),
             provider,
         }

@@ -135,6 +135,7 @@ pub(crate) async fn open(
         method: info.method.clone(),
         path: info.path.clone(),
         start: info.start,
+        span: info.span.clone(),
         _active: active,
     };
     tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade, shutdown));
@@ -153,6 +154,7 @@ fn upgrade_request(
 ) -> Result<Request<Empty<Bytes>>, ProxyError> {
     let provider = &route.provider;
     headers::to_upstream(&mut headers, provider, &route.key.get(), &info.request_id);
+    super::span::to_upstream(route, info.span.as_ref(), &mut headers);
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     let authority = provider.origin.authority().map_or("", |a| a.as_str());
@@ -205,6 +207,7 @@ struct Tunnel {
     method: Method,
     path: String,
     start: Instant,
+    span: Option<crate::telemetry::otel::SpanStart>,
     _active: Active,
     _open: Active,
 }
@@ -246,7 +249,7 @@ impl Tunnel {
         };
         let route = &self.route;
         super::completion::count(route, 101, outcome, self.start, sent, received);
-        super::completion::Line {
+        let line = super::completion::Line {
             route,
             request_id: self.request_id.to_str().unwrap_or(""),
             method: self.method.as_str(),
@@ -263,7 +266,8 @@ impl Tunnel {
             caller: None,
             model: None,
             tokens: [None; 4],
-        }
-        .log(false);
+        };
+        line.log(false);
+        super::span::record(self.span, &line, None);
     }
 }

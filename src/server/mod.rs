@@ -101,6 +101,14 @@ pub async fn run(
     // Never drained (it answers 503 on /ready while the providers drain); lives until the end.
     let _admin = serve_admin(bound.admin, &plan, &shared);
 
+    let (tracer, export_thread) = match &plan.observability.tracing {
+        Some(t) => {
+            let (tracer, thread) = crate::telemetry::otel::Tracer::start(t, &tls, &shared.metrics)
+                .map_err(|e| format!("cannot start the trace export thread: {e}"))?;
+            (Some(Arc::new(tracer)), Some(thread))
+        }
+        None => (None, None),
+    };
     let common = Common {
         tls,
         limits: plan.limits,
@@ -115,6 +123,7 @@ pub async fn run(
         ),
         registry: shared.metrics.clone(),
         draining: shared.draining.clone(),
+        tracer,
     };
     let providers = std::mem::take(&mut plan.providers);
     for p in providers.iter().filter(|p| p.redact_upstream_host) {
@@ -174,6 +183,11 @@ pub async fn run(
     if let Some(writer) = usage_writer {
         // Streams still open after the drain timeout hold senders; do not wait for them.
         let _ = listener::within(std::time::Duration::from_secs(1), writer.close()).await;
+    }
+    if let Some(thread) = export_thread {
+        // The last spans are sent once every route (and so the tracer) is gone; streams still
+        // open after the drain timeout keep theirs, and nothing waits for them.
+        thread.join(std::time::Duration::from_secs(2)).await;
     }
     tracing::info!(event = "shutdown", phase = "done", drained);
     Ok(())

@@ -1,5 +1,5 @@
 //! What the proxy tells its operators: the metrics registry, JSON log lines and their batched
-//! writer, token usage read from responses, and the usage file.
+//! writer, token usage read from responses, the usage file, and OpenTelemetry traces (otel/).
 
 pub mod awf_metrics;
 pub mod eventstream;
@@ -7,5 +7,6 @@ pub mod logging;
 pub mod logline;
 pub mod logsink;
 pub mod metrics;
+pub mod otel;
 pub mod usage;
 pub mod usage_file;
