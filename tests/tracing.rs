@@ -16,7 +16,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use mock_upstream::MockConfig;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
@@ -35,8 +35,18 @@ struct Received {
     paths: Vec<String>,
 }
 
-/// An OTLP/HTTP receiver on 127.0.0.1; `hang` accepts requests and never answers.
-async fn receiver(hang: bool) -> (SocketAddr, Arc<Mutex<Received>>) {
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// OTLP/HTTP: HTTP/1.1 POST of the protobuf.
+    Http,
+    /// OTLP/gRPC: HTTP/2 (prior knowledge), the protobuf in a gRPC frame.
+    Grpc,
+    /// Accepts requests and never answers.
+    Hang,
+}
+
+/// An OTLP receiver on 127.0.0.1.
+async fn receiver(mode: Mode) -> (SocketAddr, Arc<Mutex<Received>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let got = Arc::new(Mutex::new(Received::default()));
@@ -51,11 +61,22 @@ async fn receiver(hang: bool) -> (SocketAddr, Arc<Mutex<Received>>) {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let store = store.clone();
                     async move {
-                        if hang {
+                        if mode == Mode::Hang {
                             std::future::pending::<()>().await;
                         }
                         let path = req.uri().path().to_owned();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let kind = req.headers()["content-type"].to_str().unwrap().to_owned();
+                        let mut body = req.into_body().collect().await.unwrap().to_bytes();
+                        if mode == Mode::Grpc {
+                            assert_eq!(kind, "application/grpc");
+                            // Uncompressed flag, then the 4-byte big-endian length.
+                            assert_eq!(body[0], 0);
+                            let len = u32::from_be_bytes(body[1..5].try_into().unwrap());
+                            assert_eq!(len as usize, body.len() - 5);
+                            body = body.slice(5..);
+                        } else {
+                            assert_eq!(kind, "application/x-protobuf");
+                        }
                         let msg = ExportTraceServiceRequest::decode(body).unwrap();
                         let mut r = store.lock().unwrap();
                         r.paths.push(path);
@@ -71,14 +92,27 @@ async fn receiver(hang: bool) -> (SocketAddr, Arc<Mutex<Received>>) {
                                 r.spans.extend(ss.spans);
                             }
                         }
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::new(),
-                        )))
+                        // gRPC: a trailers-only answer (the status in the one header block).
+                        let mut resp = http::Response::new(Full::new(Bytes::new()));
+                        if mode == Mode::Grpc {
+                            resp.headers_mut()
+                                .insert("content-type", "application/grpc".parse().unwrap());
+                            resp.headers_mut()
+                                .insert("grpc-status", "0".parse().unwrap());
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
+                let io = TokioIo::new(tcp);
+                if mode == Mode::Grpc {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                }
             });
         }
     });
@@ -112,6 +146,19 @@ fn lookup(name: &str) -> Option<String> {
 }
 
 async fn start(tracing: &str, callers: bool) -> Harness {
+    start_with(
+        tracing,
+        if callers {
+            "callers:\n  agent: {token: env:AGENT_TOKEN}\n"
+        } else {
+            ""
+        },
+    )
+    .await
+}
+
+/// The proxy with `observability.tracing: {tracing}` and `extra` top-level YAML.
+async fn start_with(tracing: &str, extra: &str) -> Harness {
     init_logs();
     let mock = mock_upstream::MockUpstream::start(MockConfig::default())
         .await
@@ -119,12 +166,8 @@ async fn start(tracing: &str, callers: bool) -> Harness {
     let m = mock.addr();
     let ca = std::env::temp_dir().join(format!("kp-tr-ca-{}-{}.pem", std::process::id(), m.port()));
     std::fs::write(&ca, mock.ca_pem()).unwrap();
-    let callers = match callers {
-        true => "callers:\n  agent: {token: env:AGENT_TOKEN}\n",
-        false => "",
-    };
     let text = format!(
-        "admin: {{listen: 127.0.0.1:0}}\ntls: {{extra_ca_file: '{}'}}\nobservability: {{tracing: {tracing}}}\n{callers}{}",
+        "admin: {{listen: 127.0.0.1:0}}\ntls: {{extra_ca_file: '{}'}}\nobservability: {{tracing: {tracing}}}\n{extra}{}",
         ca.display(),
         default_providers(m)
     );
@@ -160,6 +203,22 @@ async fn wait_for_spans(got: &Mutex<Received>, n: usize) -> Vec<Span> {
     }
 }
 
+/// The metrics text once `series` reads `value` (or fails after a generous wait).
+async fn wait_for_metric(admin: SocketAddr, series: &str, value: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metrics_text(admin).await;
+        if metric_value(&m, series) == value {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {value}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn by_request_id<'a>(spans: &'a [Span], id: &str) -> &'a Span {
     spans
         .iter()
@@ -175,7 +234,7 @@ const MSG_STREAM: &str = r#"{"model":"claude-x","max_tokens":9,"stream":true,"me
 
 #[tokio::test]
 async fn spans_carry_genai_and_http_attributes_and_join_the_client_trace() {
-    let (recv, got) = receiver(false).await;
+    let (recv, got) = receiver(Mode::Http).await;
     let h = start(
         &format!("{{endpoint: 'http://{recv}', schedule_delay: 100ms, service_name: kp-test}}"),
         true,
@@ -319,8 +378,8 @@ async fn spans_carry_genai_and_http_attributes_and_join_the_client_trace() {
             rec.headers
         );
     }
-    let m = metrics_text(h.admin).await;
-    assert_eq!(metric_value(&m, "keyproxy_trace_spans_exported_total"), 5.0);
+    // Counted once the receiver's answer is back, just after it stored the spans.
+    let m = wait_for_metric(h.admin, "keyproxy_trace_spans_exported_total", 5.0).await;
     assert_eq!(metric_value(&m, "keyproxy_trace_spans_dropped_total"), 0.0);
 }
 
@@ -330,7 +389,7 @@ fn hex(b: &[u8]) -> String {
 
 #[tokio::test]
 async fn propagate_upstream_sends_this_span_as_the_parent() {
-    let (recv, got) = receiver(false).await;
+    let (recv, got) = receiver(Mode::Http).await;
     let h = start(
         &format!("{{endpoint: 'http://{recv}', schedule_delay: 100ms, propagate_upstream: true}}"),
         false,
@@ -397,6 +456,99 @@ async fn receiver_down_requests_unaffected_drops_counted() {
 
 #[tokio::test]
 async fn receiver_hanging_requests_unaffected_drops_counted() {
-    let (recv, _) = receiver(true).await;
+    let (recv, _) = receiver(Mode::Hang).await;
     unaffected_by(&format!("http://{recv}")).await;
+}
+
+#[tokio::test]
+async fn grpc_protocol_exports_the_same_spans() {
+    let (recv, got) = receiver(Mode::Grpc).await;
+    let h = start(
+        &format!("{{endpoint: 'http://{recv}', protocol: grpc, schedule_delay: 100ms}}"),
+        false,
+    )
+    .await;
+    let headers = [("x-request-id", "over-grpc")];
+    let a = send(request(h.anthropic(), "/v1/messages", MSG_STREAM, &headers)).await;
+    assert_eq!(a.status, 200);
+    let spans = wait_for_spans(&got, 1).await;
+    let a = attrs(by_request_id(&spans, "over-grpc"));
+    assert_eq!(a["gen_ai.provider.name"], "anthropic");
+    assert_eq!(a["gen_ai.response.model"], "claude-x");
+    assert_eq!(a["llm_keyproxy.streamed"], "true");
+    let paths = got.lock().unwrap().paths.clone();
+    assert_eq!(
+        paths,
+        ["/opentelemetry.proto.collector.trace.v1.TraceService/Export"]
+    );
+    wait_for_metric(h.admin, "keyproxy_trace_spans_exported_total", 1.0).await;
+}
+
+/// A CONNECT proxy on 127.0.0.1 that records every target it tunnels to.
+async fn connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let targets = Arc::new(Mutex::new(Vec::new()));
+    let seen = targets.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let target = head.split(' ').nth(1).unwrap_or("").to_owned();
+                seen.lock().unwrap().push(target.clone());
+                let Ok(mut up) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+            });
+        }
+    });
+    (addr, targets)
+}
+
+#[tokio::test]
+async fn collector_reached_through_the_forward_proxy_and_default_parent_used() {
+    let (recv, got) = receiver(Mode::Http).await;
+    let (proxy, targets) = connect_proxy().await;
+    let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    let h = start_with(
+        &format!("{{endpoint: 'http://{recv}', schedule_delay: 100ms, parent: '{parent}'}}"),
+        &format!("upstream_proxy: http://{proxy}\n"),
+    )
+    .await;
+    let headers = [("x-request-id", "no-traceparent")];
+    let a = send(request(h.openai(), "/v1/chat/completions", CHAT, &headers)).await;
+    assert_eq!(a.status, 200);
+    let other = "00-11111111111111111111111111111111-2222222222222222-01";
+    let headers = [("x-request-id", "own-traceparent"), ("traceparent", other)];
+    let a = send(request(h.openai(), "/v1/chat/completions", CHAT, &headers)).await;
+    assert_eq!(a.status, 200);
+    let spans = wait_for_spans(&got, 2).await;
+    // No traceparent: the configured parent (AWF's workflow span); else the client's.
+    let s = by_request_id(&spans, "no-traceparent");
+    assert_eq!(
+        (hex(&s.trace_id), hex(&s.parent_span_id)),
+        (PARENT_TRACE.into(), PARENT_SPAN.into())
+    );
+    let s = by_request_id(&spans, "own-traceparent");
+    assert_eq!(hex(&s.trace_id), "11111111111111111111111111111111");
+    assert!(
+        targets.lock().unwrap().contains(&recv.to_string()),
+        "the export went through the forward proxy: {:?}",
+        targets.lock().unwrap()
+    );
 }

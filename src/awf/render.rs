@@ -132,7 +132,15 @@ struct Config {
     upstream_proxy: Option<String>,
     tls: Tls,
     limits: Limits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observability: Option<Observability>,
     providers: Providers,
+}
+
+/// Only `tracing` (docs/awf.md "OpenTelemetry").
+#[derive(Serialize)]
+struct Observability {
+    tracing: super::otel::Tracing,
 }
 
 #[derive(Serialize)]
@@ -260,6 +268,9 @@ pub fn render_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered
         }
     }
 
+    let observability =
+        super::otel::tracing(&var, &mut warnings).map(|tracing| Observability { tracing });
+
     for (name, what) in NOT_REPRODUCED {
         if var(name).is_some() {
             warnings.push(format!(
@@ -286,6 +297,7 @@ pub fn render_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered
         limits: Limits {
             drain_timeout: format!("{drain_ms}ms"),
         },
+        observability,
         providers: Providers(providers),
     };
     let body = serde_yaml_ng::to_string(&config)

@@ -103,8 +103,10 @@ pub async fn run(
 
     let (tracer, export_thread) = match &plan.observability.tracing {
         Some(t) => {
-            let (tracer, thread) = crate::telemetry::otel::Tracer::start(t, &tls, &shared.metrics)
-                .map_err(|e| format!("cannot start the trace export thread: {e}"))?;
+            let dial = t.proxy.clone().map(collector_dial);
+            let (tracer, thread) =
+                crate::telemetry::otel::Tracer::start(t, &tls, &shared.metrics, dial)
+                    .map_err(|e| format!("cannot start the trace export thread: {e}"))?;
             (Some(Arc::new(tracer)), Some(thread))
         }
         None => (None, None),
@@ -191,6 +193,19 @@ pub async fn run(
     }
     tracing::info!(event = "shutdown", phase = "done", drained);
     Ok(())
+}
+
+/// The trace exporter's way to its collector through the forward proxy (CONNECT).
+fn collector_dial(proxy: crate::config::egress::ProxyTarget) -> crate::telemetry::otel::Dial {
+    let proxy = Arc::new(proxy);
+    Arc::new(move |target: String| {
+        let proxy = proxy.clone();
+        Box::pin(async move {
+            upstream::tunnel(&proxy, &target)
+                .await
+                .map_err(|e| crate::telemetry::logging::redact_sensitive(e.to_string()))
+        })
+    })
 }
 
 /// The usage file's handle and its writer, when `observability.usage_file` is set.

@@ -431,6 +431,10 @@ fn build(
     });
     check_unique_listeners(admin_listen, &providers, errors);
     choose_egress(&mut providers, upstream_proxy.as_ref(), lookup, errors);
+    let mut observability = observability;
+    if let Some(t) = observability.as_mut().and_then(|o| o.tracing.as_mut()) {
+        otel::collector_egress(t, upstream_proxy.as_ref(), lookup, errors);
+    }
 
     Some(Plan {
         admin_listen: admin_listen?,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 
+use crate::config::egress::ProxyTarget;
 use crate::config::secret::SecretRef;
 use crate::config::{Errors, Node};
 
@@ -22,8 +23,14 @@ pub struct TracingPlan {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Root spans sampled at this ratio; a client's `traceparent` decides for its own.
     pub sample_ratio: f64,
-    /// Forward the client's `traceparent`/`tracestate` to the provider (default off).
+    /// Forward trace context to the provider (default off).
     pub propagate_upstream: bool,
+    /// The parent of spans whose request brings no `traceparent` (`parent:`, a W3C
+    /// traceparent; AWF's `GITHUB_AW_OTEL_TRACE_ID` / `_PARENT_SPAN_ID` via render-config).
+    pub parent: Option<String>,
+    /// The forward proxy the collector is reached through: `upstream_proxy`, else
+    /// `HTTPS_PROXY` ... for the collector's host (minus `NO_PROXY`), as for providers.
+    pub proxy: Option<ProxyTarget>,
     /// Spans waiting for export; more are dropped and counted.
     pub max_queue_size: usize,
     pub max_export_batch_size: usize,
@@ -42,6 +49,8 @@ impl std::fmt::Debug for TracingPlan {
             .field("headers", &names)
             .field("sample_ratio", &self.sample_ratio)
             .field("propagate_upstream", &self.propagate_upstream)
+            .field("parent", &self.parent)
+            .field("proxy", &self.proxy.as_ref().map(ToString::to_string))
             .finish_non_exhaustive()
     }
 }
@@ -65,6 +74,7 @@ const KEYS: &[&str] = &[
     "headers",
     "sample_ratio",
     "propagate_upstream",
+    "parent",
     "max_queue_size",
     "schedule_delay",
     "export_timeout",
@@ -148,6 +158,8 @@ pub(super) fn tracing_plan(
         headers,
         sample_ratio: 1.0,
         propagate_upstream: false,
+        parent: None,
+        proxy: None,
         max_queue_size: env_number(&env, "OTEL_BSP_MAX_QUEUE_SIZE")
             .unwrap_or(DEFAULT_MAX_QUEUE_SIZE as u64) as usize,
         max_export_batch_size: env_number(&env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
@@ -174,6 +186,15 @@ pub(super) fn tracing_plan(
     if let Some(b) = get("propagate_upstream").and_then(|n| n.boolean(errors)) {
         plan.propagate_upstream = b;
     }
+    if let Some((text, path)) = string("parent", errors) {
+        match valid_traceparent(text.trim()) {
+            true => plan.parent = Some(text.trim().to_ascii_lowercase()),
+            false => errors.push(
+                &path,
+                "expected a W3C traceparent: 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>",
+            ),
+        }
+    }
     if let Some(n) = get("max_queue_size") {
         if let Some(v) = n.positive_count("", errors) {
             plan.max_queue_size = usize::try_from(v).unwrap_or(usize::MAX);
@@ -192,16 +213,55 @@ pub(super) fn tracing_plan(
     Some(plan)
 }
 
+/// `00-{32 hex}-{16 hex}-{2 hex}`, ids not all zero.
+fn valid_traceparent(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    matches!(parts.as_slice(), [v, t, s, f]
+        if *v == "00" && hex(t, 32) && hex(s, 16) && hex(f, 2) && nonzero(t) && nonzero(s))
+}
+
+/// The collector's forward proxy: the file's `upstream_proxy`, else the environment's for
+/// its host (docs/observability.md "Traces").
+pub(super) fn collector_egress(
+    plan: &mut TracingPlan,
+    configured: Option<&ProxyTarget>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Errors,
+) {
+    if let Some(p) = configured {
+        plan.proxy = Some(p.clone());
+        return;
+    }
+    let host = plan.endpoint.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match ProxyTarget::from_env(lookup, &[host]) {
+        None => {}
+        Some((_, Ok(p))) => plan.proxy = Some(p),
+        Some((var, Err(m))) => {
+            let path = format!("(environment) {var}");
+            if !errors.0.iter().any(|e| e.path == path) {
+                errors.push(&path, m);
+            }
+        }
+    }
+}
+
 fn env_number(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<u64> {
     env(name).and_then(|v| v.trim().parse().ok())
 }
 
 /// An `http://` or `https://` URL with a host; `add_path` appends `v1/traces` to its path.
 fn endpoint_uri(text: &str, add_path: bool) -> Result<http::Uri, String> {
-    let bad = || format!("`{text}` is not an http:// or https:// URL with a host");
+    // The value is not echoed: a mistyped URL may hold a credential.
+    let bad = || "expected an http:// or https:// URL with a host".to_owned();
     let uri: http::Uri = text.parse().map_err(|_| bad())?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
         return Err(bad());
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err("credentials in the URL are not accepted: give them as headers".into());
     }
     if !add_path || uri.path().ends_with("/v1/traces") {
         return Ok(uri);
@@ -358,12 +418,25 @@ mod tests {
         assert_eq!(p.endpoint, "http://yaml:4318/v1/traces");
         assert!(p.propagate_upstream);
         assert_eq!((p.sample_ratio, p.max_queue_size), (0.5, 4));
+        let p = plan("{endpoint: 'http://c:4318', parent: '00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01'}", &[]).0;
+        assert_eq!(
+            p.unwrap().parent.as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        let (_, errors) = plan("{endpoint: 'http://c:4318', parent: '00-00000000000000000000000000000000-00f067aa0ba902b7-01'}", &[]);
+        assert!(errors.to_string().contains("traceparent"));
         let (_, errors) = plan(
             "{endpoint: 'ftp://x', sample_ratio: 2, headers: {x-key: literal}}",
             &[],
         );
         let text = errors.to_string();
         assert!(text.contains("observability.tracing.endpoint"), "{text}");
+        let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", "https://u:pw@c:4318")];
+        let (p, errors) = plan("", &env);
+        assert!(
+            p.is_none() && !errors.to_string().contains("pw"),
+            "{errors}"
+        );
         assert!(!text.contains("literal"), "{text}");
     }
 }

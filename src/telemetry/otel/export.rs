@@ -4,6 +4,8 @@
 //! proxy's own hyper client and TLS roots. Its own thread and runtime: a slow or absent
 //! collector delays only this thread; the queue then fills and new spans are dropped.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use opentelemetry_proto::transform::common::tonic::{Attributes, ResourceAttribut
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::trace::SpanData;
 use prost::Message;
+use tokio::net::TcpStream;
 
 use crate::config::plan::{OtlpProtocol, TracingPlan};
 use crate::telemetry::metrics::Metrics;
@@ -25,6 +28,12 @@ use crate::telemetry::metrics::Metrics;
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// At most one `trace_export_failed` line per this interval.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Opens a TCP connection to `host:port` through the egress proxy (a CONNECT tunnel); given
+/// by the server, which owns the upstream code (telemetry cannot import it).
+pub type Dial = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<TcpStream, String>> + Send>> + Send + Sync,
+>;
 
 /// The running export thread; `join` waits (bounded) for its last batch once the tracer is gone.
 pub struct ExportThread(std::thread::JoinHandle<()>);
@@ -46,6 +55,7 @@ struct Exporter {
     tls: Option<tokio_rustls::TlsConnector>,
     timeout: Duration,
     conn: Option<Conn>,
+    dial: Option<Dial>,
 }
 
 enum Conn {
@@ -58,6 +68,7 @@ pub(super) fn spawn(
     tls: &Arc<rustls::ClientConfig>,
     metrics: &Metrics,
     rx: Receiver<SpanData>,
+    dial: Option<Dial>,
 ) -> std::io::Result<ExportThread> {
     let target = match plan.protocol {
         OtlpProtocol::HttpProtobuf => plan.endpoint.clone(),
@@ -90,6 +101,7 @@ pub(super) fn spawn(
         tls,
         timeout: plan.export_timeout,
         conn: None,
+        dial,
     };
     let batch_size = plan.max_export_batch_size;
     let delay = plan.schedule_delay;
@@ -260,9 +272,18 @@ impl Exporter {
             .target
             .port_u16()
             .unwrap_or(if https { 443 } else { 80 });
-        let tcp = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("cannot connect to the collector: {}", e.kind()))?;
+        let tcp = match &self.dial {
+            Some(dial) => {
+                let target = match host.contains(':') {
+                    true => format!("[{host}]:{port}"),
+                    false => format!("{host}:{port}"),
+                };
+                dial(target).await?
+            }
+            None => TcpStream::connect((host, port))
+                .await
+                .map_err(|e| format!("cannot connect to the collector: {}", e.kind()))?,
+        };
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => self.handshake(TokioIo::new(tcp)).await,

@@ -29,7 +29,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::config::plan::TracingPlan;
 use crate::telemetry::metrics::Metrics;
 
-pub use export::ExportThread;
+pub use export::{Dial, ExportThread};
 
 /// Makes and queues spans; shared by every route.
 pub struct Tracer {
@@ -38,6 +38,8 @@ pub struct Tracer {
     ids: RandomIdGenerator,
     scope: InstrumentationScope,
     dropped: Counter,
+    /// The parent of requests without a `traceparent` (`tracing.parent`).
+    default_parent: Option<opentelemetry::Context>,
     /// Forward the client's trace context upstream (as this span's child), else strip it.
     pub propagate_upstream: bool,
 }
@@ -85,9 +87,17 @@ impl Tracer {
         plan: &TracingPlan,
         tls: &Arc<rustls::ClientConfig>,
         metrics: &Metrics,
+        dial: Option<Dial>,
     ) -> std::io::Result<(Tracer, ExportThread)> {
         let (queue, rx) = mpsc::sync_channel(plan.max_queue_size);
-        let thread = export::spawn(plan, tls, metrics, rx)?;
+        let thread = export::spawn(plan, tls, metrics, rx, dial)?;
+        let default_parent = plan.parent.as_deref().map(|tp| {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_str(tp) {
+                headers.insert("traceparent", v);
+            }
+            TraceContextPropagator::new().extract(&Headers(&headers))
+        });
         let ratio = Sampler::TraceIdRatioBased(plan.sample_ratio);
         let tracer = Tracer {
             queue,
@@ -97,6 +107,7 @@ impl Tracer {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
             dropped: metrics.trace_spans_dropped.clone(),
+            default_parent,
             propagate_upstream: plan.propagate_upstream,
         };
         Ok((tracer, thread))
@@ -106,7 +117,12 @@ impl Tracer {
     /// parent. `None` when the sampler leaves this request out.
     pub fn begin(&self, headers: &HeaderMap) -> Option<SpanStart> {
         let start = SystemTime::now();
-        let cx = TraceContextPropagator::new().extract(&Headers(headers));
+        let mut cx = TraceContextPropagator::new().extract(&Headers(headers));
+        if !cx.span().span_context().is_valid() {
+            if let Some(d) = &self.default_parent {
+                cx = d.clone();
+            }
+        }
         let parent = cx.span().span_context().clone();
         let trace_id = match parent.is_valid() {
             true => parent.trace_id(),
