@@ -27,16 +27,19 @@
 //!   websocket.rs    WebSocket upgrades tunnelled to the upstream
 //!   endpoints.rs    AWF /health, /reflect and /metrics (JSON) on provider ports
 //!   stream_usage.rs streamed chat gets stream_options.include_usage (the one body rewrite)
+//!   span.rs         the request's span: GenAI + HTTP attributes, trace-context headers
 //! policy/           who may spend what: caller tokens and allow-lists, rate limits, token
 //!                   budgets, key slots and their reload
 //! upstream/         TLS + ALPN + CONNECT tunnel (mod.rs), the request body (body.rs) and the
 //!   pool/           connection pool: HTTP/2 stream slots, HTTP/1.1 keep-alive, shared connects
 //! telemetry/        metrics registry, JSON log lines and their writer, token usage, usage file,
-//!                   AWF's JSON /metrics (awf_metrics.rs)
+//!                   AWF's JSON /metrics (awf_metrics.rs), OpenTelemetry spans and their
+//!                   OTLP export thread (otel/)
 //! config/           YAML walking, units, DEFAULT_* (mod.rs), the validated Plan (plan.rs),
 //!                   provider presets, secrets, egress (forward proxy) settings, the normal
 //!                   form of request paths (path.rs)
-//! awf/              AWF: render-config (render.rs), the compose fragment, the health probe
+//! awf/              AWF: render-config (render.rs; otel.rs its tracing), the compose fragment,
+//!                   the health probe
 //! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(

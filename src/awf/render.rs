@@ -101,6 +101,10 @@ const NOT_REPRODUCED: &[(&str, &str)] = &[
         "Copilot BYOK extra body fields",
     ),
     ("AWF_MODEL_ALIASES", "model aliases"),
+    (
+        "GH_AW_OTLP_WORKLOAD_IDENTITY",
+        "OIDC-authenticated OTLP exports",
+    ),
     ("AWF_MODEL_FALLBACK", "model fallback"),
     ("AWF_ALLOWED_MODELS", "model allow-lists"),
     ("AWF_DISALLOWED_MODELS", "model deny-lists"),

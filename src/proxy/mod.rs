@@ -1,17 +1,20 @@
 //! The request path as named steps (docs/design.md §5):
 //!
 //! ```text
-//! client ─▶ handle: /health, /reflect, /metrics (first port) answered locally; request id (5.1)
+//! client ─▶ handle: /health, /reflect, /metrics (first port) answered locally; request id (5.1);
+//!                   span begun (tracing on: ids, the client's traceparent, start time; §8d)
 //!        ─▶ admit: draining? ─▶ check_target (5.2) ─▶ check_caller ─▶ key configured?
 //!                  ─▶ allow-list ─▶ check_declared_size (5.4) ─▶ rate limit ─▶ budgets
 //!        ─▶ WebSocket upgrade? websocket::open (5.7), tunnelled
 //!        ─▶ request_body (streamed and capped; read first only for a model allow-list or a
 //!           streamed chat request that gets include_usage: stream_usage)
-//!        ─▶ upstream_request (5.3: strip, inject, rewrite path; Accept-Encoding decodable only)
+//!        ─▶ upstream_request (5.3: strip, inject, rewrite path; Accept-Encoding decodable only;
+//!           trace context removed or replaced, span.rs)
 //!        ─▶ send (5.5: the worker's pool, request_timeout)
 //!        ─▶ client_response (5.6: hop-by-hop out, body streamed frame by frame; an upstream
 //!           400/401/403 logs upstream_auth_error) ─▶ client
-//!        ─▶ completion (when the body ends: metrics, usage, budgets, request_complete)
+//!        ─▶ completion (when the body ends: metrics, usage, budgets, request_complete, the
+//!           span ended and queued for export; a refused request's span ends in log_error)
 //! ```
 //!
 //! Every failure is a `ProxyError` answered as JSON and logged as `request_error`; answers that
