@@ -119,6 +119,9 @@ async fn run_all(cfg: &BenchConfig) -> Report {
         scenarios::limiting::cold_burst(&mut r, &env, &scale).await;
         scenarios::limiting::held_streams(&mut r, &env, &scale).await;
     }
+    if cfg.runs("tracing") {
+        scenarios::tracing::cost(&mut r, &env, &scale).await;
+    }
     closing_notes(&mut r, cfg, &scale);
     if let Some(only) = &cfg.only {
         r.note(format!("KEYPROXY_BENCH_ONLY: only {}", only.join(", ")));

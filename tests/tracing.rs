@@ -552,3 +552,40 @@ async fn collector_reached_through_the_forward_proxy_and_default_parent_used() {
         targets.lock().unwrap()
     );
 }
+
+/// A WebSocket session is one span, ended when the tunnel closes, in the client's trace.
+#[tokio::test]
+async fn websocket_session_is_one_span() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (recv, got) = receiver(Mode::Http).await;
+    let h = start(
+        &format!("{{endpoint: 'http://{recv}', schedule_delay: 100ms}}"),
+        false,
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(h.openai()).await.unwrap();
+    let upgrade = format!(
+        "GET /v1/responses HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         X-Request-Id: ws-session\r\ntraceparent: 00-{PARENT_TRACE}-{PARENT_SPAN}-01\r\n\r\n"
+    );
+    s.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).await.unwrap(), 1);
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    drop(s);
+    let spans = wait_for_spans(&got, 1).await;
+    let span = by_request_id(&spans, "ws-session");
+    let a = attrs(span);
+    assert_eq!(a["llm_keyproxy.websocket"], "true");
+    assert_eq!(a["http.response.status_code"], "101");
+    assert_eq!(a["http.request.method"], "GET");
+    assert_eq!(a["gen_ai.operation.name"], "chat");
+    assert_eq!(hex(&span.parent_span_id), PARENT_SPAN);
+    let rec = h.mock.requests().pop().unwrap();
+    assert!(rec.headers.iter().all(|(k, _)| k != "traceparent"));
+}

@@ -8,6 +8,7 @@ pub mod memory;
 pub mod only;
 pub mod small;
 pub mod sse;
+pub mod tracing;
 pub mod upload;
 
 use std::collections::{HashMap, HashSet};
@@ -51,6 +52,14 @@ pub fn rotated(env: &Env, round: usize) -> Vec<&Target> {
     let n = v.len();
     v.rotate_left(round % n);
     v
+}
+
+/// Two targets in round `round`'s order (alternating which runs first).
+pub fn rotated_pair<'a>(a: &'a Target, b: &'a Target, round: usize) -> [&'a Target; 2] {
+    match round % 2 {
+        0 => [a, b],
+        _ => [b, a],
+    }
 }
 
 /// One target's outcome in one scenario. Direct's and llm-keyproxy's failures fail the bench; a

@@ -116,7 +116,7 @@ pub struct BenchConfig {
 
 /// The groups of scenarios `KEYPROXY_BENCH_ONLY` can name (idle memory and the preflight always
 /// run).
-pub const GROUPS: [&str; 7] = [
+pub const GROUPS: [&str; 8] = [
     "small",
     "sse",
     "upload",
@@ -124,6 +124,7 @@ pub const GROUPS: [&str; 7] = [
     "tunnel",
     "lifecycle",
     "limiting",
+    "tracing",
 ];
 
 fn pairs(var: &str) -> Vec<(String, String)> {
