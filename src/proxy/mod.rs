@@ -447,6 +447,9 @@ fn log_error(route: &Route, info: &RequestInfo, err: &ProxyError) {
         duration_ms = (info.start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
         upstream_host = &*route.upstream_host,
     );
+    if info.span.is_none() {
+        return;
+    }
     let line = completion::Line {
         route,
         request_id: info.request_id.to_str().unwrap_or(""),
