@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
-use opentelemetry::KeyValue;
+use opentelemetry::{KeyValue, StringValue};
 
 use super::completion::Line;
 use super::Route;
@@ -25,9 +25,11 @@ pub(crate) fn record(start: Option<SpanStart>, line: &Line, error_type: Option<&
         "http.response.status_code",
         i64::from(line.status),
     ));
+    // Shared strings, not copies: a span costs few allocations.
+    let shared = |s: &std::sync::Arc<str>| StringValue::from(s.clone());
     a.push(KeyValue::new(
         "server.address",
-        route.upstream_host.to_string(),
+        shared(&route.upstream_host),
     ));
     a.push(KeyValue::new("server.port", i64::from(route.provider.port)));
     // The protocol spoken with the provider (none when it was not contacted).
@@ -42,7 +44,7 @@ pub(crate) fn record(start: Option<SpanStart>, line: &Line, error_type: Option<&
     }
     a.push(KeyValue::new(
         "llm_keyproxy.provider",
-        route.provider_name.to_string(),
+        shared(&route.provider_name),
     ));
     a.push(KeyValue::new(
         "llm_keyproxy.request_id",
@@ -140,7 +142,7 @@ fn operation(path: &str) -> Option<&'static str> {
 }
 
 /// `gen_ai.provider.name` (the GenAI conventions' well-known values) from the preset.
-fn provider_name(route: &Route) -> String {
+fn provider_name(route: &Route) -> StringValue {
     let known = match route.provider.preset {
         Some("openai") => "openai",
         Some("anthropic") => "anthropic",
@@ -152,8 +154,8 @@ fn provider_name(route: &Route) -> String {
         _ => "",
     };
     match known {
-        "" => route.provider.name.clone(),
-        k => k.to_owned(),
+        "" => StringValue::from(route.provider_name.clone()),
+        k => StringValue::from(k),
     }
 }
 

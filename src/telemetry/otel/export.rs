@@ -1,12 +1,11 @@
 //! The export thread: batches ended spans from the bounded queue and sends them as one OTLP
-//! `ExportTraceServiceRequest` (the official protobuf types) over HTTP/1.1 (`http/protobuf`,
+//! `ExportTraceServiceRequest` (written by `encode.rs`) over HTTP/1.1 (`http/protobuf`,
 //! POST to the traces URL) or HTTP/2 (`grpc`: the same message in a gRPC frame), with the
 //! proxy's own hyper client and TLS roots. Its own thread and runtime: a slow or absent
 //! collector delays only this thread; the queue then fills and new spans are dropped.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,11 +14,7 @@ use http::{header, HeaderName, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::transform::common::tonic::{Attributes, ResourceAttributesWithSchema};
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::trace::SpanData;
-use prost::Message;
 use tokio::net::TcpStream;
 
 use crate::config::plan::{OtlpProtocol, TracingPlan};
@@ -51,7 +46,7 @@ struct Exporter {
     target: Uri,
     protocol: OtlpProtocol,
     headers: Vec<(HeaderName, HeaderValue)>,
-    resource: ResourceAttributesWithSchema,
+    resource: Vec<opentelemetry::KeyValue>,
     tls: Option<tokio_rustls::TlsConnector>,
     timeout: Duration,
     conn: Option<Conn>,
@@ -67,7 +62,7 @@ pub(super) fn spawn(
     plan: &TracingPlan,
     tls: &Arc<rustls::ClientConfig>,
     metrics: &Metrics,
-    rx: Receiver<SpanData>,
+    queue: Arc<super::queue::Queue>,
     dial: Option<Dial>,
 ) -> std::io::Result<ExportThread> {
     let target = match plan.protocol {
@@ -86,24 +81,21 @@ pub(super) fn spawn(
         };
         tokio_rustls::TlsConnector::from(Arc::new(config))
     });
-    let attributes = plan
+    let resource = plan
         .resource
         .iter()
-        .map(|(k, v)| opentelemetry::KeyValue::new(k.clone(), v.clone()));
+        .map(|(k, v)| opentelemetry::KeyValue::new(k.clone(), v.clone()))
+        .collect();
     let mut exporter = Exporter {
         target,
         protocol: plan.protocol,
         headers: plan.headers.clone(),
-        resource: ResourceAttributesWithSchema {
-            attributes: Attributes::from(attributes),
-            schema_url: None,
-        },
+        resource,
         tls,
         timeout: plan.export_timeout,
         conn: None,
         dial,
     };
-    let batch_size = plan.max_export_batch_size;
     let delay = plan.schedule_delay;
     let exported = metrics.trace_spans_exported.clone();
     let dropped = metrics.trace_spans_dropped.clone();
@@ -114,24 +106,10 @@ pub(super) fn spawn(
         .name("otel-export".into())
         .spawn(move || {
             let mut last_failure_log: Option<Instant> = None;
-            let mut batch = Vec::with_capacity(batch_size);
-            let mut deadline = Instant::now() + delay;
             loop {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                let closed = match rx.recv_timeout(wait) {
-                    Ok(span) => {
-                        batch.push(span);
-                        if batch.len() < batch_size {
-                            continue;
-                        }
-                        false
-                    }
-                    Err(RecvTimeoutError::Timeout) => false,
-                    Err(RecvTimeoutError::Disconnected) => true,
-                };
-                if !batch.is_empty() {
-                    let n = batch.len() as u64;
-                    let spans = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                let (spans, done) = queue.take(delay);
+                if !spans.is_empty() {
+                    let n = spans.len() as u64;
                     match runtime.block_on(exporter.export(spans)) {
                         Ok(()) => {
                             exported.inc_by(n);
@@ -151,10 +129,9 @@ pub(super) fn spawn(
                         }
                     }
                 }
-                if closed {
+                if done {
                     break;
                 }
-                deadline = Instant::now() + delay;
             }
         })?;
     Ok(ExportThread(handle))
@@ -164,19 +141,20 @@ impl Exporter {
     /// Sends one batch within the export timeout; a failure on a reused connection is tried
     /// once more on a new one (the collector may have closed it while idle).
     async fn export(&mut self, spans: Vec<SpanData>) -> Result<(), String> {
-        let message = ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(spans, &self.resource),
+        let Some(scope) = spans.first().map(|s| s.instrumentation_scope.clone()) else {
+            return Ok(());
         };
+        let message = super::encode::export_request(&spans, &self.resource, &scope);
+        drop(spans);
         let body = match self.protocol {
-            OtlpProtocol::HttpProtobuf => Bytes::from(message.encode_to_vec()),
+            OtlpProtocol::HttpProtobuf => Bytes::from(message),
             OtlpProtocol::Grpc => {
-                let len = message.encoded_len();
-                let mut framed = Vec::with_capacity(len + 5);
+                // The gRPC frame: not compressed, then the length (big-endian u32).
+                let len = u32::try_from(message.len()).map_err(|_| "batch too large")?;
+                let mut framed = Vec::with_capacity(message.len() + 5);
                 framed.push(0);
-                framed.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-                message
-                    .encode(&mut framed)
-                    .map_err(|_| "could not encode the spans".to_string())?;
+                framed.extend_from_slice(&len.to_be_bytes());
+                framed.extend_from_slice(&message);
                 Bytes::from(framed)
             }
         };

@@ -7,9 +7,10 @@
 //! (no per-frame work, no thread-local context), and the SDK's batch processor only logs the
 //! spans it drops, while ours counts them in `keyproxy_trace_spans_dropped_total`.
 
+mod encode;
 mod export;
+mod queue;
 
-use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -33,7 +34,7 @@ pub use export::{Dial, ExportThread};
 
 /// Makes and queues spans; shared by every route.
 pub struct Tracer {
-    queue: SyncSender<SpanData>,
+    queue: Arc<queue::Queue>,
     sampler: Sampler,
     ids: RandomIdGenerator,
     scope: InstrumentationScope,
@@ -89,8 +90,11 @@ impl Tracer {
         metrics: &Metrics,
         dial: Option<Dial>,
     ) -> std::io::Result<(Tracer, ExportThread)> {
-        let (queue, rx) = mpsc::sync_channel(plan.max_queue_size);
-        let thread = export::spawn(plan, tls, metrics, rx, dial)?;
+        let queue = Arc::new(queue::Queue::new(
+            plan.max_queue_size,
+            plan.max_export_batch_size,
+        ));
+        let thread = export::spawn(plan, tls, metrics, queue.clone(), dial)?;
         let default_parent = plan.parent.as_deref().map(|tp| {
             let mut headers = HeaderMap::new();
             if let Ok(v) = http::HeaderValue::from_str(tp) {
@@ -117,12 +121,14 @@ impl Tracer {
     /// parent. `None` when the sampler leaves this request out.
     pub fn begin(&self, headers: &HeaderMap) -> Option<SpanStart> {
         let start = SystemTime::now();
-        let mut cx = TraceContextPropagator::new().extract(&Headers(headers));
-        if !cx.span().span_context().is_valid() {
-            if let Some(d) = &self.default_parent {
-                cx = d.clone();
-            }
-        }
+        // Most requests bring no traceparent: no context is built for them.
+        let sent = headers
+            .contains_key("traceparent")
+            .then(|| TraceContextPropagator::new().extract(&Headers(headers)))
+            .filter(|cx| cx.span().span_context().is_valid());
+        let cx = sent
+            .or_else(|| self.default_parent.clone())
+            .unwrap_or_default();
         let parent = cx.span().span_context().clone();
         let trace_id = match parent.is_valid() {
             true => parent.trace_id(),
@@ -178,12 +184,16 @@ impl Tracer {
             status,
             instrumentation_scope: self.scope.clone(),
         };
-        match self.queue.try_send(span) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.inc();
-            }
+        if !self.queue.push(span) {
+            self.dropped.inc();
         }
+    }
+}
+
+impl Drop for Tracer {
+    /// The last route is gone: the export thread sends what is queued and ends.
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
