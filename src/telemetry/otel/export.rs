@@ -21,6 +21,8 @@ use crate::config::plan::{OtlpProtocol, TracingPlan};
 use crate::telemetry::metrics::Metrics;
 
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The most of a collector's answer that is read.
+const MAX_ANSWER: usize = 64 * 1024;
 /// At most one `trace_export_failed` line per this interval.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -214,8 +216,8 @@ impl Exporter {
         })?;
         let status = resp.status();
         let grpc_in_headers = resp.headers().get("grpc-status").cloned();
-        let collected = resp
-            .into_body()
+        // The answer is read (for gRPC's trailers) but bounded: nothing in it is needed.
+        let collected = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
             .map_err(|e| format!("reading the collector's answer failed: {e}"))?;
