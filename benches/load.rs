@@ -126,6 +126,9 @@ async fn run_all(cfg: &BenchConfig) -> Report {
     if cfg.runs("shared_state") {
         scenarios::shared::shared_state(&mut r, &env, &scale).await;
     }
+    if cfg.runs("tracing") {
+        scenarios::tracing::cost(&mut r, &env, &scale).await;
+    }
     closing_notes(&mut r, cfg, &scale);
     if let Some(only) = &cfg.only {
         r.note(format!("KEYPROXY_BENCH_ONLY: only {}", only.join(", ")));

@@ -29,6 +29,7 @@
 //!   tunnel_idle.rs  a tunnel's idle bound: when bytes last moved either way
 //!   endpoints.rs    AWF /health, /reflect and /metrics (JSON) on provider ports
 //!   stream_usage.rs streamed chat gets stream_options.include_usage (the one body rewrite)
+//!   span.rs         the request's span: GenAI + HTTP attributes, trace-context headers
 //! shared/           rate limits and budgets shared by replicas through Redis (shared_state)
 //!   mod.rs          Store: admit (one EVALSHA per request), charge (spawned, sent once),
 //!                   the monitor (ping, reconnects, the shared view of /health)
@@ -41,11 +42,12 @@
 //!                   HTTP/2 bodies end at their content-length, then await END_STREAM (recv.rs)
 //! telemetry/        metrics registry, JSON log lines and their writer, token usage (HTTP bodies,
 //!                   WebSocket frames: ws_usage.rs), usage file, AWF's JSON /metrics
-//!                   (awf_metrics.rs)
+//!                   (awf_metrics.rs), OpenTelemetry spans and their OTLP export thread (otel/)
 //! config/           YAML walking, units, DEFAULT_* (mod.rs), the validated Plan (plan.rs),
 //!                   provider presets, secrets, egress (forward proxy) settings, the normal
 //!                   form of request paths (path.rs)
-//! awf/              AWF: render-config (render.rs), the compose fragment, the health probe
+//! awf/              AWF: render-config (render.rs; otel.rs its tracing), the compose fragment,
+//!                   the health probe
 //! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(

@@ -209,6 +209,49 @@ fn all_keys_behind_squid() {
     default_upstreams(&plan);
 }
 
+/// AWF's OpenTelemetry variables (docs/awf.md "OpenTelemetry"): the workflow's parent span
+/// and a collector, reached through Squid like the Node sidecar's exports; the OTLP headers
+/// stay in the environment (never printed) and the proxy reads them there.
+#[test]
+fn opentelemetry_as_awf_passes_it() {
+    let mut pairs = vec![
+        ("OPENAI_API_KEY", CANARY),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example.com"),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "authorization=Bearer%20otlp-s3cret",
+        ),
+        ("OTEL_SERVICE_NAME", "awf-api-proxy"),
+        (
+            "GITHUB_AW_OTEL_TRACE_ID",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        ("GITHUB_AW_OTEL_PARENT_SPAN_ID", "00f067aa0ba902b7"),
+    ];
+    pairs.extend(SQUID);
+    let (r, plan) = render(Some("opentelemetry"), &pairs);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert!(!r.yaml.contains("s3cret") && !format!("{plan:?}").contains("s3cret"));
+    let t = plan.observability.tracing.as_ref().expect("tracing on");
+    assert_eq!(t.endpoint.to_string(), "https://otel.example.com/v1/traces");
+    assert_eq!(
+        t.resource[0],
+        ("service.name".into(), "awf-api-proxy".into())
+    );
+    assert_eq!(
+        t.parent.as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert_eq!(t.headers.len(), 1);
+    assert_eq!(
+        t.proxy.as_ref().map(|p| p.address()).as_deref(),
+        Some("172.30.0.10:3128")
+    );
+    // Without an endpoint tracing stays off, the parent notwithstanding.
+    let (_, plan) = render(None, &pairs[3..]);
+    assert!(plan.observability.tracing.is_none());
+}
+
 #[test]
 fn http_proxy_when_no_https_proxy() {
     let (_, plan) = render(None, &[("HTTP_PROXY", "http://squid.internal:3128/")]);

@@ -10,6 +10,7 @@ pub mod shared;
 pub mod signing;
 pub mod small;
 pub mod sse;
+pub mod tracing;
 pub mod upload;
 
 use std::collections::{HashMap, HashSet};
@@ -53,6 +54,14 @@ pub fn rotated(env: &Env, round: usize) -> Vec<&Target> {
     let n = v.len();
     v.rotate_left(round % n);
     v
+}
+
+/// Two targets in round `round`'s order (alternating which runs first).
+pub fn rotated_pair<'a>(a: &'a Target, b: &'a Target, round: usize) -> [&'a Target; 2] {
+    match round % 2 {
+        0 => [a, b],
+        _ => [b, a],
+    }
 }
 
 /// One target's outcome in one scenario. Direct's and llm-keyproxy's failures fail the bench; a

@@ -116,7 +116,7 @@ pub struct BenchConfig {
 
 /// The groups of scenarios `KEYPROXY_BENCH_ONLY` can name (idle memory and the preflight always
 /// run).
-pub const GROUPS: [&str; 9] = [
+pub const GROUPS: [&str; 10] = [
     "small",
     "signing",
     "sse",
@@ -126,6 +126,7 @@ pub const GROUPS: [&str; 9] = [
     "lifecycle",
     "limiting",
     "shared_state",
+    "tracing",
 ];
 
 fn pairs(var: &str) -> Vec<(String, String)> {

@@ -3,5 +3,6 @@
 
 pub mod compose;
 mod oidc;
+mod otel;
 pub mod probe;
 pub mod render;

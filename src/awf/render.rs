@@ -101,6 +101,10 @@ const NOT_REPRODUCED: &[(&str, &str)] = &[
         "Copilot BYOK extra body fields",
     ),
     ("AWF_MODEL_ALIASES", "model aliases"),
+    (
+        "GH_AW_OTLP_WORKLOAD_IDENTITY",
+        "OIDC-authenticated OTLP exports",
+    ),
     ("AWF_MODEL_FALLBACK", "model fallback"),
     ("AWF_ALLOWED_MODELS", "model allow-lists"),
     ("AWF_DISALLOWED_MODELS", "model deny-lists"),
@@ -132,7 +136,15 @@ struct Config {
     upstream_proxy: Option<String>,
     tls: Tls,
     limits: Limits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observability: Option<Observability>,
     providers: Providers,
+}
+
+/// Only `tracing` (docs/awf.md "OpenTelemetry").
+#[derive(Serialize)]
+struct Observability {
+    tracing: super::otel::Tracing,
 }
 
 #[derive(Serialize)]
@@ -294,6 +306,9 @@ pub fn render_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered
         }
     }
 
+    let observability =
+        super::otel::tracing(&var, &mut warnings).map(|tracing| Observability { tracing });
+
     for (name, what) in NOT_REPRODUCED {
         let mapped = byok.is_some() && name.starts_with("COPILOT_PROVIDER_");
         if var(name).is_some() && !mapped {
@@ -321,6 +336,7 @@ pub fn render_config(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered
         limits: Limits {
             drain_timeout: format!("{drain_ms}ms"),
         },
+        observability,
         providers: Providers(providers),
     };
     let body = serde_yaml_ng::to_string(&config)

@@ -20,6 +20,7 @@ pub(crate) struct Completion {
     pub(super) path: String,
     pub(super) status: u16,
     pub(super) start: Instant,
+    pub(super) span: Option<crate::telemetry::otel::SpanStart>,
     pub(super) stats: Arc<RequestStats>,
     pub(super) upstream_protocol: &'static str,
     pub(super) streamed: bool,
@@ -130,6 +131,7 @@ impl Completion {
             Outcome::UpstreamAborted | Outcome::IdleTimeout | Outcome::ClientStalled
         );
         line.log(warn);
+        super::span::record(self.span.clone(), &line, None);
         record_usage(
             &self.route,
             &UsageRecord {

@@ -1,7 +1,8 @@
 //! The request path as named steps (docs/design.md §5):
 //!
 //! ```text
-//! client ─▶ handle: /health, /reflect, /metrics (first port) answered locally; request id (5.1)
+//! client ─▶ handle: /health, /reflect, /metrics (first port) answered locally; request id (5.1);
+//!                   span begun (tracing on: ids, the client's traceparent, start time; §8d)
 //!        ─▶ admit: draining? ─▶ check_target (5.2) ─▶ check_caller ─▶ key configured?
 //!                  ─▶ allow-list ─▶ check_declared_size (5.4)
 //!        ─▶ limits: rate limit ─▶ budgets (this process's, or one Redis round trip with
@@ -9,11 +10,13 @@
 //!        ─▶ WebSocket upgrade? websocket::open (5.7), tunnelled
 //!        ─▶ request_body (streamed and capped; read first only for a model allow-list or a
 //!           streamed chat request that gets include_usage: stream_usage)
-//!        ─▶ upstream_request (5.3: strip, inject, rewrite path; Accept-Encoding decodable only)
+//!        ─▶ upstream_request (5.3: strip, inject, rewrite path; Accept-Encoding decodable only;
+//!           trace context removed or replaced, span.rs)
 //!        ─▶ send (5.5: the worker's pool, request_timeout)
 //!        ─▶ client_response (5.6: hop-by-hop out, body streamed frame by frame; an upstream
 //!           400/401/403 logs upstream_auth_error) ─▶ client
-//!        ─▶ completion (when the body ends: metrics, usage, budgets, request_complete)
+//!        ─▶ completion (when the body ends: metrics, usage, budgets, request_complete, the
+//!           span ended and queued for export; a refused request's span ends in log_error)
 //! ```
 //!
 //! Every failure is a `ProxyError` answered as JSON and logged as `request_error`; answers that
@@ -26,6 +29,7 @@ pub mod error;
 pub mod headers;
 mod limits;
 mod route;
+mod span;
 pub mod stream_usage;
 mod tunnel_idle;
 pub mod websocket;
@@ -58,6 +62,8 @@ pub(crate) struct RequestInfo {
     pub(crate) method: Method,
     pub(crate) path: String,
     pub(crate) start: Instant,
+    /// The request's span, begun when it arrived (tracing on and sampled).
+    pub(crate) span: Option<crate::telemetry::otel::SpanStart>,
 }
 
 /// Decrements a gauge when dropped (active requests, active streams).
@@ -91,6 +97,7 @@ pub async fn handle(
         method: req.method().clone(),
         path: log_path(req.uri().path_and_query().map_or("", |p| p.as_str())).into_owned(),
         start: Instant::now(),
+        span: span::begin(&route, req.headers()),
     };
     match forward(&route, req, &info, active).await {
         Ok(resp) => Ok(resp),
@@ -141,7 +148,7 @@ async fn forward(
     let stats = Arc::new(RequestStats::default());
     let (mut parts, body) = req.into_parts();
     let body = request_body(route, &mut parts, body, &stats, &admitted.credential).await?;
-    let upstream_req = upstream_request(route, parts, body, &admitted, &info.request_id)?;
+    let upstream_req = upstream_request(route, parts, body, &admitted, info)?;
     let sent_at = Instant::now();
     let resp = send(route, upstream_req, &stats).await?;
     let ttfb = sent_at.elapsed();
@@ -339,7 +346,7 @@ fn upstream_request(
     mut parts: http::request::Parts,
     body: RequestBody,
     admitted: &Admitted,
-    request_id: &HeaderValue,
+    info: &RequestInfo,
 ) -> Result<Request<RequestBody>, ProxyError> {
     let provider = &route.provider;
     let path = headers::upstream_path(provider, &admitted.target);
@@ -349,7 +356,8 @@ fn upstream_request(
     parts.uri = Uri::from_parts(uri).map_err(|_| unusable())?;
     parts.version = Version::HTTP_11;
     let credential = &admitted.credential;
-    headers::to_upstream(&mut parts.headers, provider, credential, request_id);
+    headers::to_upstream(&mut parts.headers, provider, credential, &info.request_id);
+    span::to_upstream(route, info.span.as_ref(), &mut parts.headers);
     if route.token_usage {
         headers::accept_decodable_only(&mut parts.headers);
     }
@@ -399,6 +407,7 @@ fn client_response(
         path: info.path.clone(),
         status: parts.status.as_u16(),
         start: info.start,
+        span: info.span.clone(),
         stats,
         upstream_protocol: match parts.version {
             Version::HTTP_2 => "h2",
@@ -431,6 +440,28 @@ fn log_error(route: &Route, info: &RequestInfo, err: &ProxyError) {
         duration_ms = (info.start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
         upstream_host = &*route.upstream_host,
     );
+    if info.span.is_none() {
+        return;
+    }
+    let line = completion::Line {
+        route,
+        request_id: info.request_id.to_str().unwrap_or(""),
+        method: info.method.as_str(),
+        path: info.path.as_str(),
+        status,
+        duration_ms: 0.0,
+        ttfb_ms: None,
+        request_bytes: 0,
+        response_bytes: 0,
+        upstream_protocol: "",
+        outcome: "error",
+        streamed: None,
+        websocket: None,
+        caller: None,
+        model: None,
+        tokens: [None; 4],
+    };
+    span::record(info.span.clone(), &line, Some(err.kind()));
 }
 
 /// `upstream_auth_error`: the upstream answered 400, 401 or 403, the statuses a wrong or

@@ -13,6 +13,7 @@ use crate::policy::ratelimit::RateLimiter;
 use crate::policy::reload::{KeySlot, Keyed};
 use crate::shared::Store;
 use crate::telemetry::metrics::{Metrics, ProviderMetrics};
+use crate::telemetry::otel::Tracer;
 use crate::telemetry::usage_file::UsageLog;
 use crate::upstream::pool::{self, Pool};
 use crate::upstream::{self as upstream_conn, Connector};
@@ -34,6 +35,8 @@ pub struct Common {
     pub draining: Arc<AtomicBool>,
     /// Rate limits and budgets shared through Redis (`shared_state`, docs/design.md §8c).
     pub shared: Option<Arc<Store>>,
+    /// OTLP traces, when on (docs/design.md §8d).
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 /// One provider's listener: its plan, its upstream pools, its policy and its metrics.
@@ -63,6 +66,7 @@ pub struct Route {
     /// With `shared_state`: the limits and budgets above are enforced in Redis, and the local
     /// ones only when it cannot answer and `on_unavailable` is `local`.
     pub shared: Option<Arc<Store>>,
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 impl Route {
@@ -92,6 +96,7 @@ impl Route {
             websocket: upstream_conn::websocket_connector(&common.tls, &provider, limits),
             key: Arc::new(KeySlot::new(provider.credential.clone())),
             callers: common.callers.clone(),
+            tracer: common.tracer.clone(),
             budget: provider.budget.map(TokenBudget::new),
             shared: common.shared.clone(),
             provider,

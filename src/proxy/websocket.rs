@@ -162,6 +162,7 @@ pub(crate) async fn open(
         start: info.start,
         caller,
         totals: Arc::default(),
+        span: info.span.clone(),
         _active: active,
         _slot: slot,
     };
@@ -185,6 +186,7 @@ fn upgrade_request(
         // Compressed frames could not be read for usage: the upstream is not offered it.
         headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     }
+    super::span::to_upstream(route, info.span.as_ref(), &mut headers);
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     let authority = provider.origin.authority().map_or("", |a| a.as_str());
@@ -240,6 +242,7 @@ struct Tunnel {
     /// Index into `route.callers`, when callers are configured.
     caller: Option<usize>,
     totals: Arc<Mutex<Totals>>,
+    span: Option<crate::telemetry::otel::SpanStart>,
     _active: Active,
     _open: Active,
     /// The client connection's place under `limits.max_connections`, freed when the tunnel is.
@@ -312,7 +315,7 @@ impl Tunnel {
             .map(|c| c.name.as_str());
         let duration_ms = (self.start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
         let request_id = self.request_id.to_str().unwrap_or("");
-        super::completion::Line {
+        let line = super::completion::Line {
             route,
             request_id,
             method: self.method.as_str(),
@@ -329,8 +332,9 @@ impl Tunnel {
             caller,
             model: totals.model.as_deref(),
             tokens: totals.tokens,
-        }
-        .log(false);
+        };
+        line.log(false);
+        super::span::record(self.span, &line, None);
         if totals.tokens.iter().any(Option::is_some) {
             super::completion::record_usage(
                 route,

@@ -117,6 +117,16 @@ pub async fn run(
     // Never drained (it answers 503 on /ready while the providers drain); lives until the end.
     let _admin = serve_admin(bound.admin, &plan, &shared);
 
+    let (tracer, export_thread) = match &plan.observability.tracing {
+        Some(t) => {
+            let dial = t.proxy.clone().map(collector_dial);
+            let (tracer, thread) =
+                crate::telemetry::otel::Tracer::start(t, &tls, &shared.metrics, dial)
+                    .map_err(|e| format!("cannot start the trace export thread: {e}"))?;
+            (Some(Arc::new(tracer)), Some(thread))
+        }
+        None => (None, None),
+    };
     let common = Common {
         tls,
         limits: plan.limits,
@@ -132,6 +142,7 @@ pub async fn run(
         registry: shared.metrics.clone(),
         draining: shared.draining.clone(),
         shared: store.clone(),
+        tracer,
     };
     let providers = std::mem::take(&mut plan.providers);
     for p in providers.iter().filter(|p| p.redact_upstream_host) {
@@ -209,8 +220,26 @@ pub async fn run(
         // Streams still open after the drain timeout hold senders; do not wait for them.
         let _ = listener::within(std::time::Duration::from_secs(1), writer.close()).await;
     }
+    if let Some(thread) = export_thread {
+        // The last spans are sent once every route (and so the tracer) is gone; streams still
+        // open after the drain timeout keep theirs, and nothing waits for them.
+        thread.join(std::time::Duration::from_secs(2)).await;
+    }
     tracing::info!(event = "shutdown", phase = "done", drained);
     Ok(())
+}
+
+/// The trace exporter's way to its collector through the forward proxy (CONNECT).
+fn collector_dial(proxy: crate::config::egress::ProxyTarget) -> crate::telemetry::otel::Dial {
+    let proxy = Arc::new(proxy);
+    Arc::new(move |target: String| {
+        let proxy = proxy.clone();
+        Box::pin(async move {
+            upstream::tunnel(&proxy, &target)
+                .await
+                .map_err(|e| crate::telemetry::logging::redact_sensitive(e.to_string()))
+        })
+    })
 }
 
 /// The usage file's handle and its writer, when `observability.usage_file` is set.

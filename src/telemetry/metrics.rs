@@ -34,6 +34,8 @@ pub const STREAM_OUTCOMES: &str = "stream_outcomes";
 pub const TOKENS: &str = "tokens";
 pub const USAGE_UNPARSED: &str = "usage_unparsed";
 pub const USAGE_LINES_DROPPED: &str = "usage_lines_dropped";
+pub const TRACE_SPANS_EXPORTED: &str = "trace_spans_exported";
+pub const TRACE_SPANS_DROPPED: &str = "trace_spans_dropped";
 pub const BUILD: &str = "build";
 pub const BUDGET_SPENT: &str = "budget_spent_tokens";
 pub const CONNECTIONS_REFUSED: &str = "connections_refused";
@@ -147,6 +149,10 @@ pub struct Metrics {
     tokens: ByName,
     unparsed: ByName,
     pub usage_lines_dropped: Counter,
+    /// Spans the collector accepted (docs/observability.md "Traces").
+    pub trace_spans_exported: Counter,
+    /// Spans dropped: the export queue was full, or their export failed.
+    pub trace_spans_dropped: Counter,
     budget_spent: Family<Vec<(&'static str, String)>, Gauge>,
     connections_refused: ByName,
     credential_refreshes: ByName,
@@ -200,6 +206,8 @@ impl Metrics {
             tokens: Family::default(),
             unparsed: Family::default(),
             usage_lines_dropped: Counter::default(),
+            trace_spans_exported: Counter::default(),
+            trace_spans_dropped: Counter::default(),
             budget_spent: Family::default(),
             connections_refused: Family::default(),
             credential_refreshes: Family::default(),
@@ -309,6 +317,16 @@ impl Metrics {
             USAGE_LINES_DROPPED,
             "Usage-file lines dropped because the writer fell behind",
             m.usage_lines_dropped.clone(),
+        );
+        r.register(
+            TRACE_SPANS_EXPORTED,
+            "Spans the OTLP collector accepted",
+            m.trace_spans_exported.clone(),
+        );
+        r.register(
+            TRACE_SPANS_DROPPED,
+            "Spans dropped: the export queue was full or their export failed",
+            m.trace_spans_dropped.clone(),
         );
         r.register(
             BUDGET_SPENT,

@@ -189,8 +189,9 @@ impl Connector {
     }
 }
 
-/// Opens a TCP connection to `proxy` and asks it for a tunnel to `target`.
-async fn tunnel(proxy: &ProxyTarget, target: &str) -> Result<TcpStream, ConnectError> {
+/// Opens a TCP connection to `proxy` and asks it for a tunnel to `target` (also the OTLP
+/// exporter's way out, given to it by `server::run`).
+pub async fn tunnel(proxy: &ProxyTarget, target: &str) -> Result<TcpStream, ConnectError> {
     let shown = proxy.to_string();
     let mut tcp = TcpStream::connect(proxy.address())
         .await

@@ -355,6 +355,24 @@ const OIDC_VARS: [&str; 15] = [
     "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
 ];
 
+/// What AWF's host gives the sidecar for OpenTelemetry, and the standard variables the proxy
+/// reads itself (docs/observability.md "Traces"), passed by name when set: values such as
+/// `OTEL_EXPORTER_OTLP_HEADERS` may hold a collector's key and never enter the fragment.
+const OTEL_VARS: [&str; 12] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_EXPORTER",
+    "GH_AW_OTLP_ENDPOINTS",
+    "GITHUB_AW_OTEL_TRACE_ID",
+    "GITHUB_AW_OTEL_PARENT_SPAN_ID",
+];
+
 /// `stop_grace_period` for a drain timeout: the timeout plus [`GRACE_MARGIN_MS`], rounded up
 /// to whole seconds (AWF: 8000 ms -> `10s`, 15000 ms -> `17s`).
 pub fn stop_grace_period(shutdown_timeout_ms: u64) -> String {
@@ -427,6 +445,10 @@ pub fn render(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             environment.push((*v).to_owned());
         }
     }
+    let otel = OTEL_VARS
+        .iter()
+        .filter(|v| env(v).is_some_and(|x| !x.trim().is_empty()));
+    environment.extend(otel.map(|v| (*v).to_owned()));
     for name in &opts.pass_env {
         if !environment.iter().any(|e| e == name) {
             environment.push(name.clone());

@@ -196,3 +196,31 @@ fn copilot_byok_azure_passes_by_name() {
         "{yaml}"
     );
 }
+
+/// OpenTelemetry (docs/awf.md): the variables that are set pass by name only, so a collector
+/// key in `OTEL_EXPORTER_OTLP_HEADERS` never enters the fragment.
+#[test]
+fn opentelemetry_variables_pass_by_name() {
+    let env = |name: &str| match name {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("https://otel.example.com".to_owned()),
+        "OTEL_EXPORTER_OTLP_HEADERS" => Some("authorization=Bearer s3cret".to_owned()),
+        "GITHUB_AW_OTEL_TRACE_ID" => Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
+        _ => None,
+    };
+    let yaml = render(&Options::default(), &env).unwrap();
+    assert!(
+        !yaml.contains("s3cret") && !yaml.contains("otel.example"),
+        "{yaml}"
+    );
+    for name in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "GITHUB_AW_OTEL_TRACE_ID",
+    ] {
+        assert!(yaml.contains(&format!("- {name}\n")), "{name}:\n{yaml}");
+    }
+    assert!(!yaml.contains("OTEL_SERVICE_NAME"), "{yaml}");
+    assert!(!render(&Options::default(), &no_env)
+        .unwrap()
+        .contains("OTEL"));
+}

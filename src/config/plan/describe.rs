@@ -79,6 +79,27 @@ impl Plan {
             self.observability.token_usage,
             usage_file.as_deref().unwrap_or("none")
         );
+        // Header names only, and the URL without any user info: never a collector's key.
+        let tracing =
+            match &self.observability.tracing {
+                None => "off".to_owned(),
+                Some(t) => {
+                    format!(
+                "{:?} to {}://{}{}, sample_ratio {}, propagate_upstream {}, headers [{}]{}{}",
+                t.protocol,
+                t.endpoint.scheme_str().unwrap_or("http"),
+                t.endpoint.host().unwrap_or_default(),
+                t.endpoint.port().map(|p| format!(":{p}")).unwrap_or_default()
+                    + t.endpoint.path(),
+                t.sample_ratio,
+                t.propagate_upstream,
+                t.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+                t.parent.as_deref().map(|p| format!(", parent {p}")).unwrap_or_default(),
+                t.proxy.as_ref().map(|p| format!(", through {p}")).unwrap_or_default(),
+            )
+                }
+            };
+        let _ = writeln!(out, "tracing: {tracing}");
     }
 
     /// `limits:`: request, connection, upstream pool and worker bounds.

@@ -18,9 +18,11 @@ use crate::config::secret::{SecretRef, Unresolved};
 use crate::config::{self, show_duration, show_size, Errors, Node};
 
 mod describe;
+mod otel;
 mod provider;
 mod sections;
 
+pub use otel::{OtlpProtocol, TracingPlan};
 use provider::{choose_egress, provider};
 pub use sections::load_pem_certs;
 use sections::{admin_bounds, limits, observability, rate_limit, tls_plan};
@@ -73,6 +75,8 @@ pub struct Observability {
     pub token_usage: bool,
     /// Append one JSON line per request here.
     pub usage_file: Option<PathBuf>,
+    /// OTLP traces (`observability.tracing` and `OTEL_*`, docs/design.md §8d); `None`: off.
+    pub tracing: Option<TracingPlan>,
 }
 
 impl Default for Observability {
@@ -80,6 +84,7 @@ impl Default for Observability {
         Observability {
             token_usage: true,
             usage_file: None,
+            tracing: None,
         }
     }
 }
@@ -407,6 +412,14 @@ fn build(
         .map_or(Some(Observability::default()), |n| {
             observability(&n, errors)
         });
+    let tracing_node = top.get("observability").and_then(|n| {
+        Some(n.value.get("tracing")).flatten().map(|v| Node {
+            value: v,
+            path: format!("{}.tracing", n.path),
+        })
+    });
+    let tracing = otel::tracing_plan(tracing_node, lookup, errors);
+    let observability = observability.map(|o| Observability { tracing, ..o });
 
     let mut providers = Vec::new();
     match top.get("providers") {
@@ -430,6 +443,10 @@ fn build(
         .map(|n| crate::config::shared_state::shared_state(&n, lookup, errors));
     check_unique_listeners(admin_listen, &providers, errors);
     choose_egress(&mut providers, upstream_proxy.as_ref(), lookup, errors);
+    let mut observability = observability;
+    if let Some(t) = observability.as_mut().and_then(|o| o.tracing.as_mut()) {
+        otel::collector_egress(t, upstream_proxy.as_ref(), lookup, errors);
+    }
 
     Some(Plan {
         admin_listen: admin_listen?,

@@ -114,7 +114,8 @@ pub(super) fn admin_bounds(admin: &config::Map, errors: &mut Errors) -> Option<A
 }
 
 pub(super) fn observability(node: &Node, errors: &mut Errors) -> Option<Observability> {
-    let map = node.map(&["token_usage", "usage_file"], errors)?;
+    // `tracing` is read with the environment (otel.rs).
+    let map = node.map(&["token_usage", "usage_file", "tracing"], errors)?;
     let mut o = Observability::default();
     if let Some(b) = map.get("token_usage").and_then(|n| n.boolean(errors)) {
         o.token_usage = b;
