@@ -109,9 +109,15 @@ pub(super) fn tracing_plan(
             "http/protobuf" => OtlpProtocol::HttpProtobuf,
             "grpc" => OtlpProtocol::Grpc,
             other => {
+                // A value from the environment is not echoed (any variable may hold a secret
+                // set by mistake); the file's own text is.
+                let shown = match path.starts_with("OTEL_") {
+                    true => String::new(),
+                    false => format!(" `{other}`"),
+                };
                 errors.push(
                     &path,
-                    format!("unsupported OTLP protocol `{other}`; use `http/protobuf` or `grpc`"),
+                    format!("unsupported OTLP protocol{shown}; use `http/protobuf` or `grpc`"),
                 );
                 return None;
             }
