@@ -357,7 +357,7 @@ fn h1() -> MockConfig {
 }
 
 /// An HTTP/1.1 upstream, at most 4 connections at once: 20 concurrent requests all succeed (most
-/// wait for a connection), over at most 4 connections.
+/// wait for a connection); more may be opened in all as workers hand idle ones over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_upstream_burst_within_the_cap() {
     let h = Harness::start(h1(), "limits: {workers: 2, max_upstream_connections: 4}").await;
